@@ -1,0 +1,481 @@
+//! The figures of a run, the targets they are held against, and the printed table.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::clients::{DirectChat, GatewayChat};
+use super::stats::{ratio, summarize, Summary};
+use super::BenchConfig;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu_model: String,
+    pub open_file_limit: u64,
+    pub note: &'static str,
+    /// 1-minute load average at the start and the end of the run.
+    pub load_average_before: f64,
+    pub load_average_after: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Sizes {
+    pub chats: usize,
+    pub setup_chats: usize,
+    pub concurrency: usize,
+    pub latency_rate_per_side: f64,
+    pub latency_secs: f64,
+    pub throughput_rate: f64,
+    pub throughput_secs: f64,
+    pub idle_secs: f64,
+}
+
+/// StartChat against the direct calls it stands for.
+#[derive(Clone, Debug, Serialize)]
+pub struct SetupReport {
+    pub chats_per_side: usize,
+    pub concurrency: usize,
+    /// The StartChat RPC alone.
+    pub gateway_start_chat: Summary,
+    /// StartChat, Subscribe, until the stream reports the upstream socket connected.
+    pub gateway_ready: Summary,
+    pub gateway_chats_per_s: f64,
+    pub gateway_failed: usize,
+    /// StartChatContact alone.
+    pub direct_start_contact: Summary,
+    /// StartChatContact, CreateParticipantConnection, socket open, subscribe acknowledged.
+    pub direct_ready: Summary,
+    pub direct_chats_per_s: f64,
+    pub direct_failed: usize,
+    pub added_start_p50_ms: f64,
+    pub added_start_p99_ms: f64,
+    pub added_ready_p50_ms: f64,
+    pub added_ready_p99_ms: f64,
+}
+
+impl SetupReport {
+    pub fn new(
+        cfg: &BenchConfig,
+        gateway: (&[GatewayChat], &[String], std::time::Duration),
+        direct: (&[DirectChat], &[String], std::time::Duration),
+    ) -> Self {
+        let ns = |d: std::time::Duration| d.as_nanos() as u64;
+        let gs = summarize(gateway.0.iter().map(|c| ns(c.start)).collect());
+        let gr = summarize(gateway.0.iter().map(|c| ns(c.ready)).collect());
+        let ds = summarize(direct.0.iter().map(|c| ns(c.start)).collect());
+        let dr = summarize(direct.0.iter().map(|c| ns(c.ready)).collect());
+        SetupReport {
+            chats_per_side: cfg.setup_chats,
+            concurrency: cfg.setup_concurrency,
+            gateway_chats_per_s: gateway.0.len() as f64 / gateway.2.as_secs_f64().max(1e-9),
+            gateway_failed: gateway.1.len(),
+            direct_chats_per_s: direct.0.len() as f64 / direct.2.as_secs_f64().max(1e-9),
+            direct_failed: direct.1.len(),
+            added_start_p50_ms: gs.p50_ms - ds.p50_ms,
+            added_start_p99_ms: gs.p99_ms - ds.p99_ms,
+            added_ready_p50_ms: gr.p50_ms - dr.p50_ms,
+            added_ready_p99_ms: gr.p99_ms - dr.p99_ms,
+            gateway_start_chat: gs,
+            gateway_ready: gr,
+            direct_start_contact: ds,
+            direct_ready: dr,
+        }
+    }
+}
+
+/// End-to-end latency from the simulated agent's push to the receiver, both paths at once.
+#[derive(Clone, Debug, Serialize)]
+pub struct LatencyReport {
+    pub rate_per_side: f64,
+    pub secs: f64,
+    pub chats_per_side: usize,
+    pub pushed: u64,
+    /// Messages the simulator could not push on time (0 when the rate was held).
+    pub behind: u64,
+    pub gateway: Summary,
+    pub direct: Summary,
+    pub added_p50_ms: f64,
+    pub added_p99_ms: f64,
+    pub added_p999_ms: f64,
+    pub ratio_p50: f64,
+    pub ratio_p99: f64,
+    /// The gateway's CPU during the phase, in cores.
+    pub gateway_cores: f64,
+}
+
+impl LatencyReport {
+    pub fn new(
+        cfg: &BenchConfig,
+        chats_per_side: usize,
+        load: &Value,
+        gateway: Summary,
+        direct: Summary,
+        gateway_cores: f64,
+    ) -> Self {
+        LatencyReport {
+            rate_per_side: cfg.latency_rate,
+            secs: cfg.latency_secs,
+            chats_per_side,
+            pushed: load["pushed"].as_u64().unwrap_or(0),
+            behind: load["behind"].as_u64().unwrap_or(0),
+            added_p50_ms: gateway.p50_ms - direct.p50_ms,
+            added_p99_ms: gateway.p99_ms - direct.p99_ms,
+            added_p999_ms: gateway.p999_ms - direct.p999_ms,
+            ratio_p50: ratio(gateway.p50_ms, direct.p50_ms),
+            ratio_p99: ratio(gateway.p99_ms, direct.p99_ms),
+            gateway,
+            direct,
+            gateway_cores,
+        }
+    }
+}
+
+/// Chats held idle in one gateway process.
+#[derive(Clone, Debug, Serialize)]
+pub struct CapacityReport {
+    /// `ws` or `wss` upstream sockets.
+    pub upstream: String,
+    pub chats: usize,
+    pub failed: usize,
+    pub first_error: Option<String>,
+    pub ramp_secs: f64,
+    pub ramp_chats_per_s: f64,
+    /// StartChat + Subscribe until connected, during the ramp.
+    pub ramp_ready: Summary,
+    pub gateway_rss_before: u64,
+    pub gateway_rss_after: u64,
+    pub gateway_kib_per_chat: f64,
+    /// The gateway's CPU while the chats are idle, in cores.
+    pub gateway_idle_cores: f64,
+    pub sim_kib_per_chat: f64,
+    pub sim_idle_cores: f64,
+    /// Streams that ended while held (should be 0).
+    pub streams_ended: u64,
+}
+
+/// Agent messages fanned out to subscribers.
+#[derive(Clone, Debug, Serialize)]
+pub struct ThroughputReport {
+    pub chats: usize,
+    pub asked_rate: f64,
+    pub secs: f64,
+    pub pushed: u64,
+    pub behind: u64,
+    /// Events delivered to subscribers while the load ran.
+    pub delivered: u64,
+    /// Including those still in flight when it stopped (compare with `pushed`).
+    pub delivered_total: u64,
+    pub events_per_s: f64,
+    pub gateway_cores: f64,
+    pub gateway_cpu_us_per_event: f64,
+    pub sim_cores: f64,
+    pub bench_cores: f64,
+    pub streams_ended: u64,
+}
+
+impl ThroughputReport {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: &BenchConfig,
+        chats: usize,
+        load: &Value,
+        delivered: u64,
+        delivered_total: u64,
+        gateway_cpu: f64,
+        gateway_cores: f64,
+        sim_cores: f64,
+        bench_cores: f64,
+        streams_ended: u64,
+    ) -> Self {
+        let secs = load["elapsed_ms"].as_f64().unwrap_or(0.0) / 1e3;
+        ThroughputReport {
+            chats,
+            asked_rate: cfg.throughput_rate,
+            secs,
+            pushed: load["pushed"].as_u64().unwrap_or(0),
+            behind: load["behind"].as_u64().unwrap_or(0),
+            delivered,
+            delivered_total,
+            events_per_s: ratio(delivered as f64, secs),
+            gateway_cores,
+            gateway_cpu_us_per_event: ratio(gateway_cpu * 1e6, delivered as f64),
+            sim_cores,
+            bench_cores,
+            streams_ended,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub target: String,
+    pub measured: String,
+    pub met: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    pub sizes: Sizes,
+    pub setup: Option<SetupReport>,
+    pub latency: Option<LatencyReport>,
+    pub capacity: Vec<CapacityReport>,
+    pub throughput: Option<ThroughputReport>,
+    pub targets: Vec<Target>,
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl Report {
+    pub fn new(cfg: &BenchConfig, open_file_limit: u64) -> Self {
+        Report {
+            machine: Machine {
+                cores: std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1),
+                cpu_model: cpu_model(),
+                open_file_limit,
+                note: "the bench, the gateway and the simulator share these cores",
+                load_average_before: 0.0,
+                load_average_after: 0.0,
+            },
+            sizes: Sizes {
+                chats: cfg.chats,
+                setup_chats: cfg.setup_chats,
+                concurrency: cfg.concurrency,
+                latency_rate_per_side: cfg.latency_rate,
+                latency_secs: cfg.latency_secs,
+                throughput_rate: cfg.throughput_rate,
+                throughput_secs: cfg.throughput_secs,
+                idle_secs: cfg.idle_secs,
+            },
+            setup: None,
+            latency: None,
+            capacity: Vec::new(),
+            throughput: None,
+            targets: Vec::new(),
+        }
+    }
+
+    /// Hold the figures against the project's targets.
+    pub fn check_targets(&mut self) {
+        let mut t = Vec::new();
+        for c in &self.capacity {
+            t.push(Target {
+                name: format!("capacity ({}): chats in one process", c.upstream),
+                target: ">= 10000".into(),
+                measured: c.chats.to_string(),
+                met: c.chats >= 10_000,
+            });
+            t.push(Target {
+                name: format!("capacity ({}): resident memory per chat", c.upstream),
+                target: "<= 20 KiB".into(),
+                measured: format!("{:.1} KiB", c.gateway_kib_per_chat),
+                met: c.gateway_kib_per_chat <= 20.0,
+            });
+        }
+        if let Some(th) = &self.throughput {
+            t.push(Target {
+                name: "throughput: events/s delivered".into(),
+                target: ">= 50000".into(),
+                measured: format!("{:.0}", th.events_per_s),
+                met: th.events_per_s >= 50_000.0,
+            });
+        }
+        if let Some(l) = &self.latency {
+            t.push(Target {
+                name: format!("latency at {}/s: added p50", l.rate_per_side),
+                target: "<= 0.2 ms".into(),
+                measured: format!("{:.3} ms", l.added_p50_ms),
+                met: l.added_p50_ms <= 0.2,
+            });
+            t.push(Target {
+                name: format!("latency at {}/s: added p99", l.rate_per_side),
+                target: "<= 1 ms".into(),
+                measured: format!("{:.3} ms", l.added_p99_ms),
+                met: l.added_p99_ms <= 1.0,
+            });
+        }
+        if let Some(s) = &self.setup {
+            t.push(Target {
+                name: "StartChat: added over StartChatContact (p50)".into(),
+                target: "<= 1 ms".into(),
+                measured: format!("{:.3} ms", s.added_start_p50_ms),
+                met: s.added_start_p50_ms <= 1.0,
+            });
+        }
+        self.targets = t;
+    }
+
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let mut o = String::new();
+        let m = &self.machine;
+        let _ = writeln!(
+            o,
+            "machine: {} cores, {} ({}); open-file limit {}; load average {:.2} -> {:.2}",
+            m.cores,
+            m.cpu_model,
+            m.note,
+            m.open_file_limit,
+            m.load_average_before,
+            m.load_average_after
+        );
+        let row = |o: &mut String, what: &str, gw: String, direct: String, added: String| {
+            let _ = writeln!(o, "| {what:<44} | {gw:>14} | {direct:>14} | {added:>16} |");
+        };
+        if let Some(s) = &self.setup {
+            let _ = writeln!(
+                o,
+                "\nsetup: {} chats per side, {} at a time",
+                s.chats_per_side, s.concurrency
+            );
+            row(
+                &mut o,
+                "",
+                "gateway".into(),
+                "direct".into(),
+                "added".into(),
+            );
+            row(&mut o, "---", "---".into(), "---".into(), "---".into());
+            let ms = |v: f64| format!("{v:.3} ms");
+            row(
+                &mut o,
+                "StartChat vs StartChatContact p50",
+                ms(s.gateway_start_chat.p50_ms),
+                ms(s.direct_start_contact.p50_ms),
+                ms(s.added_start_p50_ms),
+            );
+            row(
+                &mut o,
+                "StartChat vs StartChatContact p99",
+                ms(s.gateway_start_chat.p99_ms),
+                ms(s.direct_start_contact.p99_ms),
+                ms(s.added_start_p99_ms),
+            );
+            row(
+                &mut o,
+                "ready (socket subscribed) p50",
+                ms(s.gateway_ready.p50_ms),
+                ms(s.direct_ready.p50_ms),
+                ms(s.added_ready_p50_ms),
+            );
+            row(
+                &mut o,
+                "ready (socket subscribed) p99",
+                ms(s.gateway_ready.p99_ms),
+                ms(s.direct_ready.p99_ms),
+                ms(s.added_ready_p99_ms),
+            );
+            row(
+                &mut o,
+                "chats started per second",
+                format!("{:.0}", s.gateway_chats_per_s),
+                format!("{:.0}", s.direct_chats_per_s),
+                format!("x{:.2}", ratio(s.gateway_chats_per_s, s.direct_chats_per_s)),
+            );
+        }
+        if let Some(l) = &self.latency {
+            let _ = writeln!(
+                o,
+                "\nlatency: agent push -> receiver, {}/s on each side over {} chats each, {} s ({} pushed, {} behind)",
+                l.rate_per_side, l.chats_per_side, l.secs, l.pushed, l.behind
+            );
+            row(
+                &mut o,
+                "",
+                "gateway".into(),
+                "direct".into(),
+                "added (ratio)".into(),
+            );
+            row(&mut o, "---", "---".into(), "---".into(), "---".into());
+            let line = |o: &mut String, what: &str, g: f64, d: f64| {
+                row(
+                    o,
+                    what,
+                    format!("{g:.3} ms"),
+                    format!("{d:.3} ms"),
+                    format!("{:.3} (x{:.2})", g - d, ratio(g, d)),
+                );
+            };
+            line(&mut o, "p50", l.gateway.p50_ms, l.direct.p50_ms);
+            line(&mut o, "p99", l.gateway.p99_ms, l.direct.p99_ms);
+            line(&mut o, "p99.9", l.gateway.p999_ms, l.direct.p999_ms);
+            line(&mut o, "max", l.gateway.max_ms, l.direct.max_ms);
+            let _ = writeln!(
+                o,
+                "samples: gateway {}, direct {}; gateway CPU {:.2} cores",
+                l.gateway.count, l.direct.count, l.gateway_cores
+            );
+        }
+        for c in &self.capacity {
+            let _ = writeln!(
+                o,
+                "\ncapacity ({} upstream): {} chats ready ({} failed{}) in {:.1} s ({:.0}/s, ready p50 {:.2} ms, p99 {:.2} ms)",
+                c.upstream,
+                c.chats,
+                c.failed,
+                c.first_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
+                c.ramp_secs,
+                c.ramp_chats_per_s,
+                c.ramp_ready.p50_ms,
+                c.ramp_ready.p99_ms
+            );
+            let _ = writeln!(
+                o,
+                "  gateway RSS {:.1} MiB -> {:.1} MiB: {:.1} KiB per chat; idle CPU {:.3} cores",
+                c.gateway_rss_before as f64 / 1048576.0,
+                c.gateway_rss_after as f64 / 1048576.0,
+                c.gateway_kib_per_chat,
+                c.gateway_idle_cores
+            );
+            let _ = writeln!(
+                o,
+                "  simulator: {:.1} KiB per chat; idle CPU {:.3} cores; streams ended while held: {}",
+                c.sim_kib_per_chat, c.sim_idle_cores, c.streams_ended
+            );
+        }
+        if let Some(t) = &self.throughput {
+            let _ = writeln!(
+                o,
+                "\nthroughput: asked {:.0}/s over {} chats for {:.1} s: {} pushed ({} behind), {} delivered in the window ({} in total)",
+                t.asked_rate, t.chats, t.secs, t.pushed, t.behind, t.delivered, t.delivered_total
+            );
+            let _ = writeln!(
+                o,
+                "  {:.0} events/s; gateway {:.2} cores = {:.2} us CPU per event; simulator {:.2} cores; bench {:.2} cores; streams ended {}",
+                t.events_per_s,
+                t.gateway_cores,
+                t.gateway_cpu_us_per_event,
+                t.sim_cores,
+                t.bench_cores,
+                t.streams_ended
+            );
+        }
+        let _ = writeln!(o, "\ntargets:");
+        for t in &self.targets {
+            let _ = writeln!(
+                o,
+                "  [{}] {:<48} target {:<10} measured {}",
+                if t.met { "met" } else { "NOT met" },
+                t.name,
+                t.target,
+                t.measured
+            );
+        }
+        o
+    }
+}

@@ -1,0 +1,100 @@
+//! `connect-chat-bench`: runs the simulator and the gateway (the binaries beside this one) as
+//! separate processes on loopback, measures setup, latency, capacity and throughput, and
+//! prints a table and a JSON summary. See `docs/benchmark.md`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use connect_chat_gateway::bench::{self, BenchConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "connect-chat-bench",
+    about = "Benchmark the gateway against a direct SDK + socket baseline on loopback"
+)]
+struct Args {
+    /// Capacity: concurrent chats held idle (each with its socket and one Subscribe stream).
+    #[arg(long, default_value_t = 10_000)]
+    chats: usize,
+    /// Setup and latency: chats started on each side (gateway and direct).
+    #[arg(long, default_value_t = 500)]
+    setup_chats: usize,
+    /// Chats being started at once during the capacity ramp.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Chats being started at once during the setup comparison.
+    #[arg(long, default_value_t = 1)]
+    setup_concurrency: usize,
+    /// Latency: stamped agent messages per second on each side.
+    #[arg(long, default_value_t = 1_000.0)]
+    latency_rate: f64,
+    /// Latency phase length, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    latency_secs: f64,
+    /// Throughput: agent messages per second asked of the simulator.
+    #[arg(long, default_value_t = 60_000.0)]
+    throughput_rate: f64,
+    /// Throughput phase length, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    throughput_secs: f64,
+    /// Capacity: idle CPU measurement length, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    idle_secs: f64,
+    /// Skip the capacity round with wss:// upstream sockets.
+    #[arg(long)]
+    no_tls: bool,
+    /// Subscribe streams per gRPC connection.
+    #[arg(long, default_value_t = 100)]
+    streams_per_connection: usize,
+    /// The connect-sim binary (default: beside this one).
+    #[arg(long)]
+    sim_bin: Option<PathBuf>,
+    /// The connect-chat-gateway binary (default: beside this one).
+    #[arg(long)]
+    gateway_bin: Option<PathBuf>,
+    /// Write the JSON summary to this file as well.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut cfg = BenchConfig::new();
+    cfg.chats = args.chats;
+    cfg.setup_chats = args.setup_chats.max(1);
+    cfg.concurrency = args.concurrency.max(1);
+    cfg.setup_concurrency = args.setup_concurrency.max(1);
+    cfg.latency_rate = args.latency_rate;
+    cfg.latency_secs = args.latency_secs;
+    cfg.throughput_rate = args.throughput_rate;
+    cfg.throughput_secs = args.throughput_secs;
+    cfg.idle_secs = args.idle_secs;
+    cfg.tls = !args.no_tls;
+    cfg.streams_per_connection = args.streams_per_connection;
+    if let Some(p) = args.sim_bin {
+        cfg.sim_bin = p;
+    }
+    if let Some(p) = args.gateway_bin {
+        cfg.gateway_bin = p;
+    }
+    match bench::run(&cfg).await {
+        Ok(report) => {
+            println!("{}", report.table());
+            let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+            println!("{json}");
+            if let Some(path) = args.json_out {
+                if let Err(e) = std::fs::write(&path, &json) {
+                    eprintln!("connect-chat-bench: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("connect-chat-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

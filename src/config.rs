@@ -1,0 +1,356 @@
+//! The gateway's configuration: flags and environment variables, parsed once into a typed,
+//! validated [`Config`]. With no Connect instance configured the gateway runs on the
+//! embedded simulator.
+
+use crate::api::ChatDefaults;
+use crate::session::SessionSettings;
+use crate::upstream::UpstreamConfig;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 5m)"))
+}
+
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Amazon Connect chat behind one gRPC API.
+///
+/// With no --instance-id the gateway starts an embedded Connect simulator and talks to it,
+/// so it runs without an AWS account. With --instance-id and --contact-flow-id it talks to
+/// Amazon Connect in --region with the standard AWS credentials chain.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "connect-chat-gateway", version, about, long_about)]
+pub struct Config {
+    /// A TOML configuration file. Its keys are the long flag names with '_' for '-'
+    /// (e.g. heartbeat_interval = "10s"); flags and environment variables win over it.
+    #[arg(long, env = "GATEWAY_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Address of the gRPC listener.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Address of the admin HTTP listener (/metrics, /healthz, /readyz); "off" disables it.
+    #[arg(long, env = "GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:9090", value_parser = admin_addr)]
+    pub admin_listen: AdminListen,
+
+    /// Session store: "memory", or a Redis URL (redis://host:6379/0) shared by several
+    /// gateway processes.
+    #[arg(long, env = "GATEWAY_STORE", default_value = "memory")]
+    pub store: String,
+
+    /// Prefix of the session store's Redis keys.
+    #[arg(long, env = "GATEWAY_STORE_PREFIX", default_value = "chatgateway:")]
+    pub store_prefix: String,
+
+    /// How long Redis keeps a chat's record (longer than any chat lasts: 7 days at most).
+    #[arg(long, env = "GATEWAY_STORE_TTL", default_value = "8d", value_parser = duration)]
+    pub store_ttl: Duration,
+
+    /// HTTP/2 PING interval towards gRPC clients.
+    #[arg(long, env = "GATEWAY_HTTP2_KEEPALIVE", default_value = "20s", value_parser = duration)]
+    pub http2_keepalive: Duration,
+
+    /// Connect instance id chats start on. Absent: the embedded simulator.
+    #[arg(long, env = "CONNECT_INSTANCE_ID", requires = "contact_flow_id")]
+    pub instance_id: Option<String>,
+
+    /// Contact flow id chats start with.
+    #[arg(long, env = "CONNECT_CONTACT_FLOW_ID", requires = "instance_id")]
+    pub contact_flow_id: Option<String>,
+
+    /// AWS region of the Connect instance.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub region: String,
+
+    /// Endpoint override for both Connect services (a standalone simulator, a proxy).
+    #[arg(long, env = "CONNECT_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+
+    /// Sign StartChatContact with fixed dummy credentials instead of the AWS chain (for a
+    /// standalone simulator only).
+    #[arg(long, env = "CONNECT_STATIC_CREDENTIALS")]
+    pub static_credentials: bool,
+
+    /// Other instance ids a StartChat request may name (comma-separated).
+    #[arg(long, env = "GATEWAY_ALLOWED_INSTANCE_IDS", value_delimiter = ',')]
+    pub allowed_instance_ids: Vec<String>,
+
+    /// Other contact flow ids a StartChat request may name (comma-separated).
+    #[arg(long, env = "GATEWAY_ALLOWED_CONTACT_FLOW_IDS", value_delimiter = ',')]
+    pub allowed_contact_flow_ids: Vec<String>,
+
+    /// Heartbeat period on each upstream socket.
+    #[arg(long, env = "GATEWAY_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Replace each upstream socket this often, make-before-break.
+    #[arg(long, env = "GATEWAY_SOCKET_ROTATION", default_value = "55m", value_parser = duration)]
+    pub socket_rotation: Duration,
+
+    /// Close a chat's socket after this long with no subscriber and no call.
+    #[arg(long, env = "GATEWAY_SESSION_IDLE_TIMEOUT", default_value = "10m", value_parser = duration)]
+    pub session_idle_timeout: Duration,
+
+    /// Events kept per chat for subscribers resuming with a cursor.
+    #[arg(long, env = "GATEWAY_HISTORY", default_value = "512", value_parser = positive)]
+    pub history: usize,
+
+    /// Events a subscriber may fall behind before it is ended with its resume cursor.
+    #[arg(long, env = "GATEWAY_SUBSCRIBER_QUEUE", default_value = "256", value_parser = positive)]
+    pub subscriber_queue: usize,
+
+    /// Live chats (open sockets) in this process.
+    #[arg(long, env = "GATEWAY_MAX_LIVE_CHATS", default_value = "10000", value_parser = positive)]
+    pub max_live_chats: usize,
+
+    /// Chat records the in-memory store keeps (ended chats are evicted first).
+    #[arg(long, env = "GATEWAY_MAX_STORED_CHATS", default_value = "100000", value_parser = positive)]
+    pub max_stored_chats: usize,
+
+    /// Subscribe streams per chat.
+    #[arg(long, env = "GATEWAY_MAX_SUBSCRIBERS_PER_CHAT", default_value = "32", value_parser = positive)]
+    pub max_subscribers_per_chat: usize,
+
+    /// Timeout of one upstream call attempt.
+    #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub upstream_timeout: Duration,
+
+    /// Attempts per upstream call (retries of throttling and 5xx included).
+    #[arg(long, env = "GATEWAY_UPSTREAM_MAX_ATTEMPTS", default_value = "3", value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub upstream_max_attempts: u32,
+
+    /// First delay before reconnecting a lost socket (doubles, jittered).
+    #[arg(long, env = "GATEWAY_RECONNECT_MIN", default_value = "500ms", value_parser = duration)]
+    pub reconnect_min: Duration,
+
+    /// Largest delay between reconnect attempts.
+    #[arg(long, env = "GATEWAY_RECONNECT_MAX", default_value = "30s", value_parser = duration)]
+    pub reconnect_max: Duration,
+
+    /// A quiet Subscribe stream gets a keepalive event this often (below load balancers' idle
+    /// timeouts: AWS ALB closes idle connections after 60 s by default).
+    #[arg(long, env = "GATEWAY_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub keepalive_interval: Duration,
+
+    /// On SIGTERM/SIGINT, how long to drain before exiting.
+    #[arg(long, env = "GATEWAY_DRAIN_GRACE", default_value = "10s", value_parser = duration)]
+    pub drain_grace: Duration,
+
+    /// Extra CA certificates (PEM) trusted for the upstream participant sockets (wss://),
+    /// besides the public web roots: a private proxy, or a simulator serving TLS.
+    #[arg(long, env = "GATEWAY_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<std::path::PathBuf>,
+
+    /// Log JSON lines instead of human-readable text (level from RUST_LOG).
+    #[arg(long, env = "GATEWAY_LOG_JSON")]
+    pub log_json: bool,
+
+    #[command(flatten)]
+    pub security: crate::security::SecurityArgs,
+}
+
+/// Where the admin endpoint listens, if anywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminListen {
+    Off,
+    At(SocketAddr),
+}
+
+fn admin_addr(s: &str) -> Result<AdminListen, String> {
+    if s == "off" {
+        return Ok(AdminListen::Off);
+    }
+    s.parse()
+        .map(AdminListen::At)
+        .map_err(|e| format!("{e} (an address such as 0.0.0.0:9090, or off)"))
+}
+
+/// Instance and flow ids used against the embedded simulator.
+pub const SIMULATED_INSTANCE_ID: &str = "00000000-0000-4000-8000-000000000001";
+pub const SIMULATED_CONTACT_FLOW_ID: &str = "00000000-0000-4000-8000-000000000002";
+
+impl Config {
+    /// Parses the command line and environment, then fills in what neither set from the
+    /// configuration file named by `--config`. Errors name the setting.
+    pub fn load_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let mut cmd = Self::command();
+        let matches = cmd.try_get_matches_from_mut(&args)?;
+        let Some(path) = matches.get_one::<PathBuf>("config").cloned() else {
+            return Self::from_arg_matches(&matches);
+        };
+        let io = |what: String| cmd.clone().error(clap::error::ErrorKind::Io, what);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| io(format!("cannot read --config {}: {e}", path.display())))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| io(format!("--config {}: {e}", path.display())))?;
+        let mut from_file: Vec<OsString> = Vec::new();
+        for (key, value) in table {
+            let Some(arg) = cmd.get_arguments().find(|a| a.get_id() == key.as_str()) else {
+                return Err(io(format!(
+                    "--config {}: unknown setting `{key}`",
+                    path.display()
+                )));
+            };
+            let Some(long) = arg.get_long().filter(|_| key != "config") else {
+                return Err(io(format!(
+                    "--config {}: `{key}` cannot be set in a file",
+                    path.display()
+                )));
+            };
+            if matches!(
+                matches.value_source(&key),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            ) {
+                continue;
+            }
+            let scalar = |v: &toml::Value| match v {
+                toml::Value::String(s) => Ok(s.clone()),
+                toml::Value::Integer(i) => Ok(i.to_string()),
+                toml::Value::Float(f) => Ok(f.to_string()),
+                toml::Value::Boolean(b) => Ok(b.to_string()),
+                _ => Err(io(format!(
+                    "--config {}: `{key}` has an unsupported value",
+                    path.display()
+                ))),
+            };
+            match &value {
+                toml::Value::Boolean(true) => from_file.push(format!("--{long}").into()),
+                toml::Value::Boolean(false) => {}
+                toml::Value::Array(items) => {
+                    for item in items {
+                        from_file.push(format!("--{long}={}", scalar(item)?).into());
+                    }
+                }
+                other => from_file.push(format!("--{long}={}", scalar(other)?).into()),
+            }
+        }
+        let mut all = args;
+        let at = 1.min(all.len());
+        all.splice(at..at, from_file);
+        Self::try_parse_from(all)
+    }
+
+    /// Whether to start the embedded simulator.
+    pub fn embedded(&self) -> bool {
+        self.instance_id.is_none() && self.endpoint_url.is_none()
+    }
+
+    pub fn upstream(&self, endpoint_url: Option<String>) -> UpstreamConfig {
+        UpstreamConfig {
+            region: self.region.clone(),
+            endpoint_url: endpoint_url.or_else(|| self.endpoint_url.clone()),
+            static_credentials: self.static_credentials || self.embedded(),
+            call_timeout: self.upstream_timeout,
+            max_attempts: self.upstream_max_attempts,
+        }
+    }
+
+    pub fn chat_defaults(&self) -> ChatDefaults {
+        ChatDefaults {
+            instance_id: self
+                .instance_id
+                .clone()
+                .unwrap_or_else(|| SIMULATED_INSTANCE_ID.into()),
+            contact_flow_id: self
+                .contact_flow_id
+                .clone()
+                .unwrap_or_else(|| SIMULATED_CONTACT_FLOW_ID.into()),
+            allowed_instance_ids: self.allowed_instance_ids.iter().cloned().collect(),
+            allowed_contact_flow_ids: self.allowed_contact_flow_ids.iter().cloned().collect(),
+            token_wait: self.upstream_timeout,
+            keepalive_interval: self.keepalive_interval,
+        }
+    }
+
+    pub fn session(&self) -> SessionSettings {
+        SessionSettings {
+            heartbeat_interval: self.heartbeat_interval,
+            idle_timeout: self.session_idle_timeout,
+            history: self.history,
+            subscriber_queue: self.subscriber_queue,
+            max_sessions: self.max_live_chats,
+            max_subscribers: self.max_subscribers_per_chat,
+            reconnect_min: self.reconnect_min,
+            reconnect_max: self.reconnect_max.max(self.reconnect_min),
+            connect_timeout: self.upstream_timeout,
+            rotate_interval: self.socket_rotation,
+            ..SessionSettings::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_run_embedded() {
+        let c = Config::try_parse_from(["gw"]).unwrap();
+        assert!(c.embedded());
+        assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.session().heartbeat_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_config_file_fills_what_flags_and_environment_did_not_set() {
+        let dir = std::env::temp_dir().join(format!("ccg-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("gateway.toml");
+        std::fs::write(
+            &file,
+            "history = 64\nheartbeat_interval = \"3s\"\nlog_json = true\nallowed_instance_ids = [\"a\", \"b\"]\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let c = Config::load_from(["gw", "--config", f, "--history", "9"]).unwrap();
+        assert_eq!(c.history, 9, "the flag wins");
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(3));
+        assert!(c.log_json);
+        assert_eq!(c.allowed_instance_ids, ["a", "b"]);
+        std::fs::write(&file, "histroy = 1\n").unwrap();
+        let e = Config::load_from(["gw", "--config", f])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("histroy"), "{e}");
+        std::fs::write(&file, "history = 0\n").unwrap();
+        let e = Config::load_from(["gw", "--config", f])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--history"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = Config::try_parse_from(["gw", "--history", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--history"), "{e}");
+        let e = Config::try_parse_from(["gw", "--heartbeat-interval", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--heartbeat-interval"), "{e}");
+        let e = Config::try_parse_from(["gw", "--instance-id", "i"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--contact-flow-id"), "{e}");
+    }
+}

@@ -1,0 +1,113 @@
+//! The one place where the gateway's errors become gRPC statuses. Callers get the right code
+//! and a message they can act on; upstream error text and secrets stay inside (they go to
+//! debug logs only). Throttling and unavailability carry a `google.rpc.RetryInfo` hint, and
+//! invalid fields a `google.rpc.BadRequest`.
+
+use crate::session::SessionError;
+use crate::store::StoreError;
+use crate::upstream::UpstreamError;
+use std::time::Duration;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// A delay hint for callers that were throttled or found Connect unavailable.
+const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{field}: {message}")]
+    InvalidArgument {
+        field: &'static str,
+        message: String,
+    },
+    #[error("no chat with this contact id is known to the gateway")]
+    ChatNotFound,
+    #[error("the chat token does not grant this caller access to this chat")]
+    PermissionDenied,
+    #[error("the call's deadline passed before Amazon Connect answered")]
+    DeadlineExceeded,
+    #[error("this caller already holds {0} live chats, its limit")]
+    TooManyChatsForCaller(usize),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+fn upstream_status(e: &UpstreamError) -> Status {
+    match e {
+        UpstreamError::Throttled { retry_after } => Status::with_error_details(
+            Code::ResourceExhausted,
+            "Amazon Connect is throttling this chat's calls; retry after the delay",
+            ErrorDetails::with_retry_info(Some(retry_after.unwrap_or(DEFAULT_RETRY_DELAY))),
+        ),
+        UpstreamError::QuotaExceeded => Status::resource_exhausted(
+            "an Amazon Connect service quota was exceeded (attachments or concurrent chats)",
+        ),
+        UpstreamError::Invalid { code } => {
+            Status::invalid_argument(format!("Amazon Connect rejected the request ({code})"))
+        }
+        UpstreamError::AccessDenied => Status::failed_precondition(
+            "the chat has ended or its Connect participant was disconnected",
+        ),
+        UpstreamError::NotFound => {
+            Status::not_found("Amazon Connect did not find the instance, contact flow or contact")
+        }
+        UpstreamError::Conflict => {
+            Status::aborted("Amazon Connect reported a conflicting request; retry it")
+        }
+        UpstreamError::Unavailable | UpstreamError::Incomplete(_) => Status::with_error_details(
+            Code::Unavailable,
+            "Amazon Connect is unavailable or unreachable; retry after the delay",
+            ErrorDetails::with_retry_info(Some(DEFAULT_RETRY_DELAY)),
+        ),
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        match &e {
+            ApiError::InvalidArgument { field, message } => Status::with_error_details(
+                Code::InvalidArgument,
+                e.to_string(),
+                ErrorDetails::with_bad_request_violation(*field, message.clone()),
+            ),
+            ApiError::ChatNotFound => Status::not_found(e.to_string()),
+            ApiError::PermissionDenied => Status::permission_denied(e.to_string()),
+            ApiError::DeadlineExceeded => Status::deadline_exceeded(e.to_string()),
+            ApiError::TooManyChatsForCaller(_) => Status::resource_exhausted(e.to_string()),
+            ApiError::Session(s) => match s {
+                SessionError::TooManySessions(_) | SessionError::TooManySubscribers(_) => {
+                    Status::resource_exhausted(s.to_string())
+                }
+                SessionError::Ended => Status::failed_precondition("the chat has ended"),
+                SessionError::BadCursor => Status::out_of_range(
+                    "the resume cursor is older than the history this gateway keeps; \
+                     read what was missed with GetTranscript and subscribe without a cursor",
+                ),
+                SessionError::NotReady | SessionError::ShuttingDown => Status::with_error_details(
+                    Code::Unavailable,
+                    s.to_string(),
+                    ErrorDetails::with_retry_info(Some(DEFAULT_RETRY_DELAY)),
+                ),
+                SessionError::Upstream(u) => upstream_status(u),
+            },
+            ApiError::Upstream(u) => upstream_status(u),
+            ApiError::Store(StoreError::Full(_)) => Status::resource_exhausted(e.to_string()),
+            ApiError::Store(StoreError::Unavailable(_)) => {
+                Status::unavailable("the session store is unavailable")
+            }
+        }
+    }
+}

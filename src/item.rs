@@ -1,0 +1,343 @@
+//! Connect transcript items — what the participant socket pushes and GetTranscript returns —
+//! and their translation into the public API's typed [`pb::ChatEvent`]s. Pure functions only.
+
+use crate::pb;
+use prost_types::Timestamp;
+use serde::{Deserialize, Serialize};
+
+const EVENT_PREFIX: &str = "application/vnd.amazonaws.connect.event.";
+
+/// A transcript item as Connect sends it. Every field is optional on the wire; unknown fields
+/// are ignored here but kept in [`Item::raw`] so untyped items pass through unchanged.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Item {
+    pub id: Option<String>,
+    pub absolute_time: Option<String>,
+    pub content: Option<String>,
+    pub content_type: Option<String>,
+    #[serde(rename = "Type")]
+    pub kind: Option<String>,
+    pub participant_id: Option<String>,
+    pub display_name: Option<String>,
+    pub participant_role: Option<String>,
+    pub attachments: Option<Vec<AttachmentItem>>,
+    pub message_metadata: Option<MessageMetadata>,
+    pub contact_id: Option<String>,
+    #[serde(skip)]
+    pub raw: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AttachmentItem {
+    pub content_type: Option<String>,
+    pub attachment_id: Option<String>,
+    pub attachment_name: Option<String>,
+    pub status: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MessageMetadata {
+    pub message_id: Option<String>,
+    pub receipts: Option<Vec<Receipt>>,
+    pub message_completed: Option<bool>,
+    pub chunk_number: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Receipt {
+    pub delivered_timestamp: Option<String>,
+    pub read_timestamp: Option<String>,
+    pub recipient_participant_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("malformed transcript item: {0}")]
+pub struct ItemError(String);
+
+/// Describes a JSON error without quoting the input (serde's messages may quote values, and
+/// a frame may carry anything).
+pub fn json_error(e: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
+}
+
+impl Item {
+    /// Parses an item from its JSON text (the `content` of an `aws/chat` frame).
+    pub fn parse(json: &str) -> Result<Self, ItemError> {
+        let mut item: Item = serde_json::from_str(json).map_err(|e| ItemError(json_error(&e)))?;
+        if item.id.as_deref().unwrap_or("").is_empty() {
+            return Err(ItemError("item has no Id".into()));
+        }
+        item.raw = json.to_owned();
+        Ok(item)
+    }
+
+    /// The key that identifies this item for de-duplication: its id, and for streamed bot
+    /// replies its chunk number too.
+    pub fn dedupe_key(&self) -> String {
+        let id = self.id.as_deref().unwrap_or("");
+        match self.message_metadata.as_ref().and_then(|m| m.chunk_number) {
+            Some(n) if self.kind.as_deref() == Some("MESSAGE") => format!("{id}#{n}"),
+            _ => id.to_owned(),
+        }
+    }
+
+    /// Whether this item ends the chat.
+    pub fn is_chat_end(&self) -> bool {
+        self.kind.as_deref() == Some("CHAT_ENDED")
+            || self.content_type.as_deref()
+                == Some("application/vnd.amazonaws.connect.event.chat.ended")
+    }
+
+    /// Items that Connect keeps in the transcript (and so can be backfilled); typing and
+    /// receipts are ephemeral.
+    pub fn is_ephemeral(&self) -> bool {
+        matches!(
+            self.kind.as_deref(),
+            Some("TYPING") | Some("MESSAGEMETADATA")
+        ) || self
+            .content_type
+            .as_deref()
+            .is_some_and(|c| c.ends_with(".event.typing") || c.contains(".event.message."))
+    }
+}
+
+/// Converts an SDK transcript item into our [`Item`].
+pub fn from_sdk(item: &aws_sdk_connectparticipant::types::Item) -> Item {
+    let mut out = Item {
+        id: item.id().map(str::to_owned),
+        absolute_time: item.absolute_time().map(str::to_owned),
+        content: item.content().map(str::to_owned),
+        content_type: item.content_type().map(str::to_owned),
+        kind: item.r#type().map(|t| t.as_str().to_owned()),
+        participant_id: item.participant_id().map(str::to_owned),
+        display_name: item.display_name().map(str::to_owned),
+        participant_role: item.participant_role().map(|r| r.as_str().to_owned()),
+        attachments: (!item.attachments().is_empty()).then(|| {
+            item.attachments()
+                .iter()
+                .map(|a| AttachmentItem {
+                    content_type: a.content_type().map(str::to_owned),
+                    attachment_id: a.attachment_id().map(str::to_owned),
+                    attachment_name: a.attachment_name().map(str::to_owned),
+                    status: a.status().map(|s| s.as_str().to_owned()),
+                })
+                .collect()
+        }),
+        message_metadata: item.message_metadata().map(|m| MessageMetadata {
+            message_id: m.message_id().map(str::to_owned),
+            receipts: Some(
+                m.receipts()
+                    .iter()
+                    .map(|r| Receipt {
+                        delivered_timestamp: r.delivered_timestamp().map(str::to_owned),
+                        read_timestamp: r.read_timestamp().map(str::to_owned),
+                        recipient_participant_id: r.recipient_participant_id().map(str::to_owned),
+                    })
+                    .collect(),
+            ),
+            // The SDK's model has no streaming-chunk members; socket items carry them.
+            message_completed: None,
+            chunk_number: None,
+        }),
+        contact_id: item.contact_id().map(str::to_owned),
+        raw: String::new(),
+    };
+    out.raw = serde_json::to_string(&out).unwrap_or_default();
+    out
+}
+
+/// Parses Connect's `2019-11-08T02:41:28.172Z` into a protobuf timestamp.
+pub fn parse_time(s: &str) -> Option<Timestamp> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    let nanos = t.unix_timestamp_nanos();
+    Some(Timestamp {
+        seconds: i64::try_from(nanos.div_euclid(1_000_000_000)).ok()?,
+        nanos: i32::try_from(nanos.rem_euclid(1_000_000_000)).ok()?,
+    })
+}
+
+fn role(r: Option<&str>) -> pb::ParticipantRole {
+    match r {
+        Some("AGENT") => pb::ParticipantRole::Agent,
+        Some("CUSTOMER") => pb::ParticipantRole::Customer,
+        Some("SYSTEM") => pb::ParticipantRole::System,
+        Some("CUSTOM_BOT") => pb::ParticipantRole::CustomBot,
+        Some("SUPERVISOR") => pb::ParticipantRole::Supervisor,
+        _ => pb::ParticipantRole::Unspecified,
+    }
+}
+
+/// Translates an item into a typed event (without cursor). Items the gateway does not type
+/// pass through as [`pb::RawItem`].
+pub fn to_event(item: &Item) -> pb::ChatEvent {
+    use pb::chat_event::Event;
+    let kind = item.kind.as_deref().unwrap_or("");
+    let ct = item.content_type.as_deref().unwrap_or("");
+    let event_name = ct.strip_prefix(EVENT_PREFIX);
+    let receipt = |read: bool| -> Option<Event> {
+        let meta = item.message_metadata.as_ref()?;
+        let message_id = meta.message_id.clone().unwrap_or_default();
+        let receipts = meta.receipts.as_deref().unwrap_or(&[]);
+        let r = receipts.iter().find(|r| {
+            if read {
+                r.read_timestamp.is_some()
+            } else {
+                r.delivered_timestamp.is_some()
+            }
+        })?;
+        let receipt = pb::Receipt {
+            message_id,
+            recipient_participant_id: r.recipient_participant_id.clone().unwrap_or_default(),
+        };
+        Some(if read {
+            Event::Read(receipt)
+        } else {
+            Event::Delivered(receipt)
+        })
+    };
+    let event = match (kind, event_name) {
+        ("MESSAGE", _) => {
+            let meta = item.message_metadata.as_ref();
+            Some(Event::Message(pb::Message {
+                content_type: ct.to_owned(),
+                content: item.content.clone().unwrap_or_default(),
+                chunk_number: meta.and_then(|m| m.chunk_number).unwrap_or(0),
+                completed: meta.and_then(|m| m.message_completed).unwrap_or(true),
+            }))
+        }
+        ("TYPING", _) | (_, Some("typing")) => Some(Event::Typing(pb::Typing {})),
+        ("PARTICIPANT_JOINED", _) | (_, Some("participant.joined")) => {
+            Some(Event::ParticipantJoined(pb::ParticipantChange {}))
+        }
+        ("PARTICIPANT_LEFT", _) | (_, Some("participant.left")) => {
+            Some(Event::ParticipantLeft(pb::ParticipantChange {}))
+        }
+        (_, Some("participant.idle")) => Some(Event::ParticipantIdle(pb::ParticipantChange {})),
+        (_, Some("participant.returned")) => {
+            Some(Event::ParticipantReturned(pb::ParticipantChange {}))
+        }
+        ("CHAT_ENDED", _) | (_, Some("chat.ended")) => Some(Event::ChatEnded(pb::ChatEnded {})),
+        ("TRANSFER_SUCCEEDED", _) | (_, Some("transfer.succeeded")) => {
+            Some(Event::Transfer(pb::Transfer { succeeded: true }))
+        }
+        ("TRANSFER_FAILED", _) | (_, Some("transfer.failed")) => {
+            Some(Event::Transfer(pb::Transfer { succeeded: false }))
+        }
+        ("MESSAGE_READ", _) | (_, Some("message.read")) => receipt(true),
+        ("MESSAGE_DELIVERED", _) | (_, Some("message.delivered")) => receipt(false),
+        // A metadata item may carry both timestamps; the read one wins.
+        ("MESSAGEMETADATA", _) => receipt(true).or_else(|| receipt(false)),
+        ("ATTACHMENT", _) => item.attachments.as_ref().and_then(|a| a.first()).map(|a| {
+            Event::Attachment(pb::Attachment {
+                attachment_id: a.attachment_id.clone().unwrap_or_default(),
+                name: a.attachment_name.clone().unwrap_or_default(),
+                content_type: a.content_type.clone().unwrap_or_default(),
+                status: a.status.clone().unwrap_or_default(),
+            })
+        }),
+        _ => None,
+    };
+    let event = event.unwrap_or_else(|| {
+        Event::Raw(pb::RawItem {
+            r#type: kind.to_owned(),
+            content_type: ct.to_owned(),
+            content: item.content.clone().unwrap_or_default(),
+            json: item.raw.clone(),
+        })
+    });
+    pb::ChatEvent {
+        cursor: String::new(),
+        item_id: item.id.clone().unwrap_or_default(),
+        time: item.absolute_time.as_deref().and_then(parse_time),
+        sender: item.participant_id.as_ref().map(|id| pb::Participant {
+            participant_id: id.clone(),
+            display_name: item.display_name.clone().unwrap_or_default(),
+            role: role(item.participant_role.as_deref()) as i32,
+        }),
+        event: Some(event),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::chat_event::Event;
+
+    fn ev(json: &str) -> Event {
+        to_event(&Item::parse(json).unwrap()).event.unwrap()
+    }
+
+    #[test]
+    fn messages_and_events_are_typed() {
+        let e = to_event(
+            &Item::parse(
+                r#"{"Id":"m1","Type":"MESSAGE","ContentType":"text/plain","Content":"hi",
+                "AbsoluteTime":"2019-11-08T02:41:28.172Z","ParticipantId":"a","DisplayName":"Agent",
+                "ParticipantRole":"AGENT"}"#,
+            )
+            .unwrap(),
+        );
+        assert_eq!(e.item_id, "m1");
+        assert_eq!(e.time.unwrap().nanos, 172_000_000);
+        assert_eq!(e.sender.unwrap().role, pb::ParticipantRole::Agent as i32);
+        assert!(matches!(e.event, Some(Event::Message(m)) if m.content == "hi" && m.completed));
+        assert!(matches!(
+            ev(
+                r#"{"Id":"e","Type":"EVENT","ContentType":"application/vnd.amazonaws.connect.event.chat.ended"}"#
+            ),
+            Event::ChatEnded(_)
+        ));
+        assert!(matches!(
+            ev(
+                r#"{"Id":"t","Type":"TYPING","ContentType":"application/vnd.amazonaws.connect.event.typing"}"#
+            ),
+            Event::Typing(_)
+        ));
+        assert!(matches!(
+            ev(r#"{"Id":"r","Type":"MESSAGEMETADATA","MessageMetadata":{"MessageId":"m1","Receipts":[{"DeliveredTimestamp":"2019-11-08T02:41:28.172Z","RecipientParticipantId":"c"}]}}"#),
+            Event::Delivered(r) if r.message_id == "m1" && r.recipient_participant_id == "c"
+        ));
+    }
+
+    #[test]
+    fn unknown_items_pass_through_raw() {
+        let json = r#"{"Id":"x","Type":"EVENT","ContentType":"application/vnd.amazonaws.connect.event.brand.new","Extra":1}"#;
+        assert!(
+            matches!(ev(json), Event::Raw(r) if r.json == json && r.content_type.ends_with("brand.new"))
+        );
+    }
+
+    #[test]
+    fn malformed_items_are_errors_not_panics() {
+        for bad in [
+            "",
+            "null",
+            "[]",
+            "{}",
+            r#"{"Id":""}"#,
+            r#"{"Id":5}"#,
+            "{\"Id\":\"a\"",
+        ] {
+            assert!(Item::parse(bad).is_err(), "{bad}");
+        }
+        assert!(parse_time("yesterday").is_none());
+    }
+
+    #[test]
+    fn chunks_dedupe_by_id_and_number() {
+        let a = Item::parse(r#"{"Id":"s","Type":"MESSAGE","MessageMetadata":{"ChunkNumber":1}}"#)
+            .unwrap();
+        let b = Item::parse(r#"{"Id":"s","Type":"MESSAGE","MessageMetadata":{"ChunkNumber":2}}"#)
+            .unwrap();
+        assert_ne!(a.dedupe_key(), b.dedupe_key());
+    }
+}

@@ -1,0 +1,184 @@
+//! connect-chat-gateway: Amazon Connect chat behind one gRPC API.
+//!
+//! # Layout
+//! Modules follow the path of a request:
+//! - [`api`]: the gRPC surface (`chatgateway.v1.ChatGateway`): validation, chat-token
+//!   authorization, and the hand-off to sessions; [`error`] maps every failure to a status.
+//! - [`session`]: one actor per contact owning its participant socket (heartbeat,
+//!   reconnection, backfill, fan-out to subscribers).
+//! - [`upstream`]: the Connect client over the official AWS SDK crates.
+//! - [`socket`] and [`item`]: the participant WebSocket protocol and transcript items.
+//! - [`store`]: session records behind a trait; [`secret`]: tokens that never print.
+//! - [`config`]: flags, environment and configuration file; [`pb`]: generated protobuf code.
+//! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP endpoint (health too).
+//! - [`security`]: caller authentication ([`auth`]), TLS ([`tls`], both for the listener and
+//!   for the upstream sockets), [`limits`] and request validation ([`validate`]), applied in
+//!   front of every service.
+//! - [`sim`]: a local Amazon Connect chat simulator (REST-JSON routes and the participant
+//!   WebSocket), the embedded default and the tests' upstream. The gateway's core never
+//!   uses it; only the binary embeds it.
+//! - [`bench`]: the load generator behind the `connect-chat-bench` binary.
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+pub mod bench;
+pub mod config;
+pub mod error;
+pub mod item;
+pub mod limits;
+pub mod metrics;
+pub mod pb;
+pub mod secret;
+pub mod security;
+pub mod session;
+pub mod sim;
+pub mod socket;
+pub mod store;
+pub mod tls;
+pub mod upstream;
+pub mod validate;
+
+use api::{ChatDefaults, Gateway};
+use pb::chat_gateway_server::ChatGatewayServer;
+use session::{SessionSettings, Sessions};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{MemoryStore, SessionStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use upstream::Connect;
+
+/// Everything [`serve`] needs besides the listener and the upstream client.
+#[derive(Clone)]
+pub struct ServeOptions {
+    pub defaults: ChatDefaults,
+    pub session: SessionSettings,
+    /// Chat records kept by the in-memory store.
+    pub store_capacity: usize,
+    /// How long a drain may take before the process gives up on open work.
+    pub drain_grace: Duration,
+    /// HTTP/2 PING interval on client connections (dead peers are found; idle proxies keep
+    /// the connection).
+    pub http2_keepalive: Duration,
+    /// A shared session store (several gateway processes); `None`: in memory.
+    pub store: Option<Arc<dyn SessionStore>>,
+    /// Caller authentication, TLS and limits.
+    pub security: security::SecurityOptions,
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves, then drains: health turns
+/// NOT_SERVING, sessions close their sockets (the chats go on in Connect), open Subscribe
+/// streams end with UNAVAILABLE and their resume cursor, and in-flight calls finish — all
+/// within `drain_grace`, after which the server stops regardless.
+pub async fn serve(
+    listener: TcpListener,
+    upstream: Connect,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    serve_with(listener, None, upstream, options, shutdown).await
+}
+
+/// [`serve`] with an optional admin HTTP listener (metrics, health) and a chosen store.
+pub async fn serve_with(
+    listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+    upstream: Connect,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let store: Arc<dyn SessionStore> = match &options.store {
+        Some(store) => store.clone(),
+        None => Arc::new(MemoryStore::new(options.store_capacity)),
+    };
+    let metrics = upstream.metrics().clone();
+    let limits = &options.security.limits;
+    let upstream = upstream.with_limits(limits);
+    let sessions = Sessions::new(upstream, store, options.session.clone());
+    let gateway = Gateway::with_limits(
+        sessions.clone(),
+        options.defaults.clone(),
+        limits,
+        options.store_capacity,
+    );
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ChatGatewayServer<Gateway>>().await;
+    // Served as both grpc.reflection.v1 and the older v1alpha many grpcurl versions use.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .expect("the embedded descriptor sets are valid");
+
+    let (ready_tx, ready_rx) = watch::channel(true);
+    let (stopping_tx, stopping_rx) = watch::channel(false);
+    let admin = admin_listener.map(|l| {
+        let mut stop = stopping_rx.clone();
+        tokio::spawn(admin::serve(l, metrics, ready_rx, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    });
+
+    let grace = options.drain_grace;
+    let mut drained = stopping_rx.clone();
+    let drain = async move {
+        shutdown.await;
+        tracing::info!("draining");
+        ready_tx.send_replace(false);
+        health.set_not_serving::<ChatGatewayServer<Gateway>>().await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        stopping_tx.send_replace(true);
+        sessions.shutdown(grace).await;
+    };
+    let server = security::server(&options.security)?
+        .http2_keepalive_interval(Some(options.http2_keepalive))
+        .http2_keepalive_timeout(Some(options.http2_keepalive * 2))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            ChatGatewayServer::new(gateway).max_decoding_message_size(limits.max_message_bytes),
+        )
+        .serve_with_incoming_shutdown(incoming(listener), drain);
+    // The drain may not outlast its grace (plus a moment for the last answers).
+    let deadline = async move {
+        let _ = drained.wait_for(|s| *s).await;
+        tokio::time::sleep(grace + Duration::from_secs(1)).await;
+        tracing::warn!("drain grace exceeded; stopping with calls still open");
+    };
+    let result = tokio::select! {
+        r = server => r,
+        _ = deadline => Ok(()),
+    };
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
+    result
+}
+
+/// Accepted connections with Nagle's algorithm off: tonic applies its own `tcp_nodelay` only
+/// to listeners it binds itself, and with Nagle on, a small event written while an earlier one
+/// is unacknowledged waits for the peer's delayed ACK (up to 40 ms on Linux).
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt as _;
+    TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(tcp) = &conn {
+            let _ = tcp.set_nodelay(true);
+        }
+        conn
+    })
+}

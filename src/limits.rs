@@ -1,0 +1,450 @@
+//! Limits that protect the gateway and Connect's small per-instance quotas: request rate and
+//! live chats per caller, the typing and receipt budget per chat, and the settings of the
+//! server-wide bounds (message size, streams, deadlines). Every map here is bounded.
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Every limit the security layer applies, with defaults that suit one gateway in front of
+/// one Connect instance.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Requests per second per caller (token bucket refill); 0 turns the limit off.
+    pub caller_rate: u32,
+    /// Requests a caller may make at once above its rate (bucket size).
+    pub caller_burst: u32,
+    /// Callers whose rate state is kept; past it, idle callers are forgotten first.
+    pub max_tracked_callers: usize,
+    /// Live (not ended) chats one caller may hold.
+    pub max_chats_per_caller: usize,
+    /// Largest gRPC request message, in bytes.
+    pub max_message_bytes: usize,
+    /// Concurrent HTTP/2 streams (calls, Subscribe streams included) per connection.
+    pub max_concurrent_streams: u32,
+    /// Deadline of a unary call (and of a stream's opening).
+    pub request_timeout: Duration,
+    /// A chat forwards at most one typing event this often; others are answered OK locally.
+    pub typing_interval: Duration,
+    /// Message ids per chat remembered for receipt de-duplication.
+    pub receipts_per_chat: usize,
+    /// CreateParticipantConnection calls per second across all chats (0: unlimited).
+    pub connection_rate: u32,
+    /// CreateParticipantConnection calls allowed at once above that rate.
+    pub connection_burst: u32,
+    /// Largest frame or message accepted on an upstream participant socket, in bytes.
+    pub max_upstream_frame_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            caller_rate: 100,
+            caller_burst: 200,
+            max_tracked_callers: 100_000,
+            max_chats_per_caller: 1_000,
+            max_message_bytes: 256 * 1024,
+            max_concurrent_streams: 256,
+            request_timeout: Duration::from_secs(30),
+            typing_interval: Duration::from_secs(10),
+            receipts_per_chat: 256,
+            connection_rate: 5,
+            connection_burst: 9,
+            max_upstream_frame_bytes: 256 * 1024,
+        }
+    }
+}
+
+fn quota(rate: u32, burst: u32) -> Option<Quota> {
+    let rate = NonZeroU32::new(rate)?;
+    let burst = NonZeroU32::new(burst.max(1))?;
+    Some(Quota::per_second(rate).allow_burst(burst))
+}
+
+/// A token bucket per caller (keyed by principal id).
+#[derive(Clone, Debug)]
+pub struct CallerRates {
+    /// `None` when the rate limit is off.
+    limiter: Option<Arc<DefaultKeyedRateLimiter<String>>>,
+    max_callers: usize,
+}
+
+impl CallerRates {
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            limiter: quota(limits.caller_rate, limits.caller_burst)
+                .map(|q| Arc::new(RateLimiter::keyed(q))),
+            max_callers: limits.max_tracked_callers.max(1),
+        }
+    }
+
+    /// Spends one request of `caller`'s budget, or says how long until one is available.
+    pub fn check(&self, caller: &str) -> Result<(), Duration> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        if limiter.len() >= self.max_callers {
+            // Callers whose bucket is full again are indistinguishable from new ones.
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+            if limiter.len() >= self.max_callers {
+                return Err(Duration::from_secs(1));
+            }
+        }
+        limiter
+            .check_key(&caller.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+/// The global CreateParticipantConnection budget: a mass reconnect waits its turn instead of
+/// storming the instance.
+pub type ConnectionBudget = Arc<governor::DefaultDirectRateLimiter>;
+
+pub fn connection_budget(limits: &Limits) -> Option<ConnectionBudget> {
+    quota(limits.connection_rate, limits.connection_burst).map(|q| Arc::new(RateLimiter::direct(q)))
+}
+
+/// Tonic answers an over-size request message with OUT_OF_RANGE; the gateway reports every
+/// limit as RESOURCE_EXHAUSTED (as gRPC's status code guide asks for message sizes), so the
+/// trailers-only answer of that one case is rewritten.
+pub fn too_large_is_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|s| s.as_bytes() == b"11");
+    let too_large = headers.get("grpc-message").is_some_and(|m| {
+        let m = m.as_bytes();
+        m.windows(b"too%20large".len()).any(|w| w == b"too%20large")
+            || m.windows(b"too large".len()).any(|w| w == b"too large")
+    });
+    if out_of_range && too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
+}
+
+/// Live chats per caller. A slot is reserved before StartChat calls Connect and released if
+/// the call fails; ended chats are pruned when the caller starts another.
+#[derive(Debug)]
+pub struct ChatsPerCaller {
+    max: usize,
+    /// Principal id → its chats (contact ids; reservations as `None`). Bounded: an entry
+    /// exists only while its caller holds a chat or a reservation, and chats are bounded by
+    /// the store.
+    chats: Mutex<HashMap<String, Vec<Option<String>>>>,
+}
+
+/// A reserved chat slot; dropped without [`Reservation::commit`], it is released.
+pub struct Reservation<'a> {
+    owner: &'a ChatsPerCaller,
+    caller: String,
+    committed: bool,
+}
+
+impl ChatsPerCaller {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            chats: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The contact ids `caller` holds (to be checked for chats that ended).
+    pub fn held(&self, caller: &str) -> Vec<String> {
+        let chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
+        chats
+            .get(caller)
+            .map(|c| c.iter().flatten().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forgets chats of `caller` that ended.
+    pub fn forget(&self, caller: &str, ended: &[String]) {
+        if ended.is_empty() {
+            return;
+        }
+        let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = chats.get_mut(caller) {
+            c.retain(|id| id.as_ref().is_none_or(|id| !ended.contains(id)));
+            if c.is_empty() {
+                chats.remove(caller);
+            }
+        }
+    }
+
+    /// Reserves a slot for a new chat, or refuses with the limit.
+    pub fn reserve(&self, caller: &str) -> Result<Reservation<'_>, usize> {
+        let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
+        let c = chats.entry(caller.to_owned()).or_default();
+        if c.len() >= self.max {
+            if c.is_empty() {
+                chats.remove(caller);
+            }
+            return Err(self.max);
+        }
+        c.push(None);
+        Ok(Reservation {
+            owner: self,
+            caller: caller.to_owned(),
+            committed: false,
+        })
+    }
+
+    fn settle(&self, caller: &str, contact_id: Option<String>) {
+        let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(c) = chats.get_mut(caller) else {
+            return;
+        };
+        if let Some(pos) = c.iter().position(Option::is_none) {
+            c.remove(pos);
+        }
+        if let Some(id) = contact_id {
+            // A StartChat replayed with the same client token returns a chat already held.
+            if !c.iter().flatten().any(|held| *held == id) {
+                c.push(Some(id));
+            }
+        }
+        if c.is_empty() {
+            chats.remove(caller);
+        }
+    }
+}
+
+impl Reservation<'_> {
+    pub fn commit(mut self, contact_id: &str) {
+        self.committed = true;
+        self.owner.settle(&self.caller, Some(contact_id.to_owned()));
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.owner.settle(&self.caller, None);
+        }
+    }
+}
+
+/// A receipt's strength: a read receipt implies delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ReceiptKind {
+    Delivered = 1,
+    Read = 2,
+}
+
+#[derive(Debug)]
+struct ChatBudget {
+    last_typing: Option<Instant>,
+    /// Message ids with the strongest receipt forwarded, oldest first.
+    receipts: VecDeque<(String, ReceiptKind)>,
+    touched: Instant,
+}
+
+/// The per-chat budget of SendEvent calls to Connect: typing at most once per interval,
+/// one receipt of each kind per message (and no delivered receipt after a read one).
+#[derive(Debug)]
+pub struct EventBudget {
+    typing_interval: Duration,
+    receipts_per_chat: usize,
+    max_chats: usize,
+    /// Contact id → its budget; bounded by `max_chats` (least recently used evicted).
+    chats: Mutex<HashMap<String, ChatBudget>>,
+}
+
+impl EventBudget {
+    pub fn new(typing_interval: Duration, receipts_per_chat: usize, max_chats: usize) -> Self {
+        Self {
+            typing_interval,
+            receipts_per_chat: receipts_per_chat.max(1),
+            max_chats: max_chats.max(1),
+            chats: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with_chat<T>(&self, contact_id: &str, f: impl FnOnce(&mut ChatBudget) -> T) -> T {
+        let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if !chats.contains_key(contact_id) && chats.len() >= self.max_chats {
+            if let Some(oldest) = chats
+                .iter()
+                .min_by_key(|(_, b)| b.touched)
+                .map(|(k, _)| k.clone())
+            {
+                chats.remove(&oldest);
+            }
+        }
+        let budget = chats
+            .entry(contact_id.to_owned())
+            .or_insert_with(|| ChatBudget {
+                last_typing: None,
+                receipts: VecDeque::new(),
+                touched: now,
+            });
+        budget.touched = now;
+        f(budget)
+    }
+
+    /// Whether a typing event goes to Connect now (and, if so, the interval restarts).
+    pub fn take_typing(&self, contact_id: &str) -> bool {
+        let interval = self.typing_interval;
+        self.with_chat(contact_id, |b| {
+            let now = Instant::now();
+            match b.last_typing {
+                Some(t) if now.duration_since(t) < interval => false,
+                _ => {
+                    b.last_typing = Some(now);
+                    true
+                }
+            }
+        })
+    }
+
+    /// Gives a typing slot back after Connect refused the call.
+    pub fn return_typing(&self, contact_id: &str) {
+        self.with_chat(contact_id, |b| b.last_typing = None);
+    }
+
+    /// Whether this receipt goes to Connect (and, if so, it is remembered).
+    pub fn take_receipt(&self, contact_id: &str, message_id: &str, kind: ReceiptKind) -> bool {
+        let cap = self.receipts_per_chat;
+        self.with_chat(contact_id, |b| {
+            if let Some(entry) = b.receipts.iter_mut().find(|(id, _)| id == message_id) {
+                if entry.1 >= kind {
+                    return false;
+                }
+                entry.1 = kind;
+                return true;
+            }
+            if b.receipts.len() >= cap {
+                b.receipts.pop_front();
+            }
+            b.receipts.push_back((message_id.to_owned(), kind));
+            true
+        })
+    }
+
+    /// Forgets a receipt after Connect refused it, so a retry is forwarded.
+    pub fn return_receipt(&self, contact_id: &str, message_id: &str, kind: ReceiptKind) {
+        self.with_chat(contact_id, |b| {
+            if let Some(pos) = b
+                .receipts
+                .iter()
+                .position(|(id, k)| id == message_id && *k == kind)
+            {
+                match kind {
+                    ReceiptKind::Read => b.receipts[pos].1 = ReceiptKind::Delivered,
+                    ReceiptKind::Delivered => {
+                        b.receipts.remove(pos);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Chats whose budget is kept (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.chats.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typing_is_forwarded_once_per_interval() {
+        let b = EventBudget::new(Duration::from_secs(3600), 4, 10);
+        assert!(b.take_typing("c"));
+        assert!(!b.take_typing("c"));
+        assert!(b.take_typing("other"));
+        b.return_typing("c");
+        assert!(b.take_typing("c"));
+        let b = EventBudget::new(Duration::ZERO, 4, 10);
+        assert!(b.take_typing("c") && b.take_typing("c"));
+    }
+
+    #[test]
+    fn receipts_are_deduplicated_and_read_implies_delivered() {
+        let b = EventBudget::new(Duration::ZERO, 2, 10);
+        assert!(b.take_receipt("c", "m1", ReceiptKind::Delivered));
+        assert!(!b.take_receipt("c", "m1", ReceiptKind::Delivered));
+        assert!(b.take_receipt("c", "m1", ReceiptKind::Read));
+        assert!(!b.take_receipt("c", "m1", ReceiptKind::Read));
+        assert!(!b.take_receipt("c", "m1", ReceiptKind::Delivered));
+        assert!(b.take_receipt("c", "m2", ReceiptKind::Read));
+        assert!(!b.take_receipt("c", "m2", ReceiptKind::Delivered));
+        b.return_receipt("c", "m2", ReceiptKind::Read);
+        assert!(b.take_receipt("c", "m2", ReceiptKind::Read));
+        // The oldest message id is forgotten past the per-chat bound.
+        assert!(b.take_receipt("c", "m3", ReceiptKind::Read));
+        assert!(b.take_receipt("c", "m1", ReceiptKind::Read));
+    }
+
+    #[test]
+    fn the_budget_map_is_bounded() {
+        let b = EventBudget::new(Duration::from_secs(60), 2, 3);
+        for i in 0..10 {
+            b.take_typing(&format!("c{i}"));
+        }
+        assert_eq!(b.len(), 3);
+    }
+
+    #[test]
+    fn chats_per_caller_reserve_commit_and_release() {
+        let c = ChatsPerCaller::new(2);
+        let r1 = c.reserve("a").unwrap();
+        let r2 = c.reserve("a").unwrap();
+        assert_eq!(c.reserve("a").err(), Some(2));
+        assert!(c.reserve("b").is_ok());
+        r1.commit("x");
+        drop(r2);
+        assert_eq!(c.held("a"), ["x"]);
+        c.reserve("a").unwrap().commit("x");
+        assert_eq!(c.held("a"), ["x"]);
+        c.forget("a", &["x".to_string()]);
+        assert!(c.held("a").is_empty());
+        assert!(c.chats.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn caller_rates_refuse_past_the_burst() {
+        let r = CallerRates::new(&Limits {
+            caller_rate: 1,
+            caller_burst: 2,
+            ..Limits::default()
+        });
+        assert!(r.check("a").is_ok() && r.check("a").is_ok());
+        let wait = r.check("a").unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
+        assert!(r.check("b").is_ok());
+        let off = CallerRates::new(&Limits {
+            caller_rate: 0,
+            ..Limits::default()
+        });
+        assert!((0..1000).all(|_| off.check("a").is_ok()));
+    }
+
+    #[test]
+    fn only_the_too_large_out_of_range_becomes_resource_exhausted() {
+        let resp = |status: &'static str, msg: &'static str| {
+            let mut r = http::Response::new(());
+            r.headers_mut()
+                .insert("grpc-status", http::HeaderValue::from_static(status));
+            r.headers_mut()
+                .insert("grpc-message", http::HeaderValue::from_static(msg));
+            too_large_is_exhausted(r)
+        };
+        let r = resp("11", "Error,%20decoded%20message%20length%20too%20large");
+        assert_eq!(r.headers()["grpc-status"], "8");
+        let r = resp("11", "the%20resume%20cursor%20is%20older");
+        assert_eq!(r.headers()["grpc-status"], "11");
+    }
+}

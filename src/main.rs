@@ -1,0 +1,126 @@
+//! The gateway binary: parse the configuration, start tracing, start the embedded simulator
+//! when no Connect instance is configured, bind the listener and serve until SIGTERM/SIGINT.
+
+use connect_chat_gateway::config::{AdminListen, Config};
+use connect_chat_gateway::metrics::Metrics;
+use connect_chat_gateway::sim::{SimConfig, Simulator};
+use connect_chat_gateway::store::{RedisStore, SessionStore};
+use connect_chat_gateway::upstream::Connect;
+use connect_chat_gateway::ServeOptions;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match Config::load_from(std::env::args_os()) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if config.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let security = config.security.build(config.listen)?;
+    let simulator = if config.embedded() {
+        Some(Simulator::start(SimConfig::default()).await?)
+    } else {
+        None
+    };
+    let endpoint = simulator.as_ref().map(|s| s.endpoint());
+    let mut upstream =
+        Connect::new(&config.upstream(endpoint.clone()), Arc::new(Metrics::new())).await;
+    if let Some(ca) = &config.upstream_ca_file {
+        upstream = upstream
+            .with_socket_ca_file(ca)
+            .map_err(|e| format!("--upstream-ca-file: {e}"))?;
+    }
+    let store: Option<Arc<dyn SessionStore>> = match config.store.as_str() {
+        "memory" => None,
+        url => Some(Arc::new(
+            RedisStore::connect(url, &config.store_prefix, config.store_ttl)
+                .await
+                .map_err(|e| format!("--store: {e}"))?,
+        )),
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {} (--listen): {e}", config.listen))?;
+    let admin = match config.admin_listen {
+        AdminListen::Off => None,
+        AdminListen::At(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (--admin-listen): {e}"))?;
+            tracing::info!("admin endpoint on http://{}/metrics", l.local_addr()?);
+            Some(l)
+        }
+    };
+    let addr = listener.local_addr()?;
+    match &endpoint {
+        Some(sim) => {
+            tracing::info!(
+                "gateway on {addr}, talking to the embedded Connect simulator at {sim} (no AWS account needed)"
+            );
+            tracing::info!(
+                "try: grpcurl -plaintext -d '{{\"display_name\":\"Ada\"}}' {addr} chatgateway.v1.ChatGateway/StartChat"
+            );
+        }
+        None => tracing::info!(
+            region = %config.region,
+            "gateway on {addr}, talking to Amazon Connect"
+        ),
+    }
+    let options = ServeOptions {
+        defaults: config.chat_defaults(),
+        session: config.session(),
+        store_capacity: config.max_stored_chats,
+        drain_grace: config.drain_grace,
+        http2_keepalive: config.http2_keepalive,
+        store,
+        security,
+    };
+    connect_chat_gateway::serve_with(listener, admin, upstream, options, shutdown_signal()).await?;
+    if let Some(sim) = simulator {
+        sim.shutdown().await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

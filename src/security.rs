@@ -1,0 +1,322 @@
+//! The security settings: flags and environment ([`SecurityArgs`], flattened into the
+//! gateway's configuration) and what [`crate::serve`] applies ([`SecurityOptions`]):
+//! authentication, operators, TLS and every limit. Files are read and checked once, at start.
+
+use crate::auth::{parse_key_hash, ApiKey, AuthLayer, Authenticator, JwtKey, JwtSettings};
+use crate::limits::{CallerRates, Limits};
+use crate::tls::{TlsFiles, TlsSettings};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::Server;
+use tower::layer::util::Stack;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 5m)"))
+}
+
+fn api_key(s: &str) -> Result<(String, String), String> {
+    let (name, hash) = s
+        .split_once('=')
+        .ok_or("expected NAME=SHA256HEX (hash a key with `printf %s KEY | sha256sum`)")?;
+    if name.is_empty() || parse_key_hash(hash).is_none() {
+        return Err("expected NAME=SHA256HEX: a name and 64 hex digits".into());
+    }
+    Ok((name.to_owned(), hash.to_ascii_lowercase()))
+}
+
+/// Caller authentication, TLS and limits.
+#[derive(Args, Debug, Clone)]
+pub struct SecurityArgs {
+    /// Accepted API keys as NAME=SHA256HEX of the key (comma-separated); the caller sends the
+    /// key as `x-api-key` metadata and becomes principal `key:NAME`.
+    #[arg(long = "api-key", env = "GATEWAY_API_KEYS", value_delimiter = ',', value_parser = api_key)]
+    pub api_keys: Vec<(String, String)>,
+
+    /// File holding an HS256 secret (at least 32 bytes) that signs accepted JWTs.
+    #[arg(long, env = "GATEWAY_JWT_HS256_SECRET_FILE")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+
+    /// PEM public key (RSA: RS256, EC P-256: ES256) that signs accepted JWTs.
+    #[arg(long, env = "GATEWAY_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// JWKS file whose RS256/ES256 keys sign accepted JWTs (chosen by `kid`).
+    #[arg(long, env = "GATEWAY_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// Required `iss` of accepted JWTs.
+    #[arg(long, env = "GATEWAY_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` of accepted JWTs.
+    #[arg(long, env = "GATEWAY_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew tolerated on JWT `exp` and `nbf`.
+    #[arg(long, env = "GATEWAY_JWT_LEEWAY", default_value = "30s", value_parser = duration)]
+    pub jwt_leeway: Duration,
+
+    /// Principals (`key:NAME`, `jwt:SUBJECT`, `cert:SUBJECT-DN`) that may inspect any chat
+    /// (GetChat, GetTranscript, Subscribe) without its chat token; every access is logged.
+    #[arg(long = "operator", env = "GATEWAY_OPERATORS", value_delimiter = ',')]
+    pub operators: Vec<String>,
+
+    /// Serve reflection only to authenticated callers (health is always open).
+    #[arg(long, env = "GATEWAY_REFLECTION_REQUIRES_AUTH")]
+    pub reflection_requires_auth: bool,
+
+    /// Serve without authentication on a non-loopback listen address.
+    #[arg(long, env = "GATEWAY_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
+    /// PEM certificate chain of the gRPC listener (turns TLS on).
+    #[arg(long, env = "GATEWAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the gRPC listener.
+    #[arg(long, env = "GATEWAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle for client certificates (mutual TLS; the subject becomes the principal).
+    #[arg(long, env = "GATEWAY_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Requests per second per caller (0: no limit).
+    #[arg(long, env = "GATEWAY_CALLER_RATE", default_value = "100")]
+    pub caller_rate: u32,
+
+    /// Requests a caller may make in a burst above its rate.
+    #[arg(long, env = "GATEWAY_CALLER_BURST", default_value = "200")]
+    pub caller_burst: u32,
+
+    /// Live chats per caller.
+    #[arg(long, env = "GATEWAY_MAX_CHATS_PER_CALLER", default_value = "1000", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_chats_per_caller: u64,
+
+    /// Largest gRPC request message, in bytes.
+    #[arg(long, env = "GATEWAY_MAX_MESSAGE_BYTES", default_value = "262144", value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_message_bytes: u64,
+
+    /// Concurrent streams (calls and Subscribe streams) per HTTP/2 connection.
+    #[arg(long, env = "GATEWAY_MAX_CONCURRENT_STREAMS", default_value = "256", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
+
+    /// Deadline of a unary call (and of a stream's opening).
+    #[arg(long, env = "GATEWAY_REQUEST_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub request_timeout: Duration,
+
+    /// At most one typing event per chat goes to Connect this often; others answer OK.
+    #[arg(long, env = "GATEWAY_TYPING_INTERVAL", default_value = "10s", value_parser = duration)]
+    pub typing_interval: Duration,
+
+    /// Message ids per chat remembered to de-duplicate receipts.
+    #[arg(long, env = "GATEWAY_RECEIPTS_PER_CHAT", default_value = "256", value_parser = clap::value_parser!(u64).range(1..))]
+    pub receipts_per_chat: u64,
+
+    /// CreateParticipantConnection calls per second across all chats (0: no budget).
+    #[arg(long, env = "GATEWAY_CONNECTION_RATE", default_value = "5")]
+    pub connection_rate: u32,
+
+    /// CreateParticipantConnection calls allowed in a burst above that rate.
+    #[arg(long, env = "GATEWAY_CONNECTION_BURST", default_value = "9")]
+    pub connection_burst: u32,
+
+    /// Largest frame accepted on an upstream participant socket, in bytes.
+    #[arg(long, env = "GATEWAY_MAX_UPSTREAM_FRAME_BYTES", default_value = "262144", value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_upstream_frame_bytes: u64,
+}
+
+/// What [`crate::serve`] applies. The default: no authentication, no TLS, default limits
+/// (the embedded, loopback-only configuration).
+#[derive(Clone, Debug, Default)]
+pub struct SecurityOptions {
+    pub auth: Arc<Authenticator>,
+    pub tls: Option<TlsSettings>,
+    pub limits: Limits,
+}
+
+fn read_file(path: &PathBuf, flag: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {flag} {}: {e}", path.display()))
+}
+
+impl SecurityArgs {
+    fn limits(&self) -> Limits {
+        let clamp = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        Limits {
+            caller_rate: self.caller_rate,
+            caller_burst: self.caller_burst,
+            max_chats_per_caller: clamp(self.max_chats_per_caller),
+            max_message_bytes: clamp(self.max_message_bytes),
+            max_concurrent_streams: self.max_concurrent_streams,
+            request_timeout: self.request_timeout,
+            typing_interval: self.typing_interval,
+            receipts_per_chat: clamp(self.receipts_per_chat),
+            connection_rate: self.connection_rate,
+            connection_burst: self.connection_burst,
+            max_upstream_frame_bytes: clamp(self.max_upstream_frame_bytes),
+            ..Limits::default()
+        }
+    }
+
+    fn jwt(&self) -> Result<Option<JwtSettings>, String> {
+        let mut keys = Vec::new();
+        if let Some(p) = &self.jwt_hs256_secret_file {
+            let secret = read_file(p, "--jwt-hs256-secret-file")?;
+            let secret = secret.trim_ascii();
+            keys.push(JwtKey::hs256(secret).map_err(|e| format!("--jwt-hs256-secret-file: {e}"))?);
+        }
+        if let Some(p) = &self.jwt_public_key_file {
+            let pem = read_file(p, "--jwt-public-key-file")?;
+            keys.push(JwtKey::from_pem(&pem).map_err(|e| format!("--jwt-public-key-file: {e}"))?);
+        }
+        if let Some(p) = &self.jwt_jwks_file {
+            let json = read_file(p, "--jwt-jwks-file")?;
+            let json = String::from_utf8(json).map_err(|_| "--jwt-jwks-file: not UTF-8")?;
+            keys.extend(JwtKey::from_jwks(&json).map_err(|e| format!("--jwt-jwks-file: {e}"))?);
+        }
+        if keys.is_empty() {
+            if self.jwt_issuer.is_some() || self.jwt_audience.is_some() {
+                return Err("--jwt-issuer/--jwt-audience need a JWT key (--jwt-hs256-secret-file, --jwt-public-key-file or --jwt-jwks-file)".into());
+            }
+            return Ok(None);
+        }
+        let (Some(issuer), Some(audience)) = (&self.jwt_issuer, &self.jwt_audience) else {
+            return Err("JWT keys need --jwt-issuer and --jwt-audience".into());
+        };
+        Ok(Some(JwtSettings {
+            keys,
+            issuer: issuer.clone(),
+            audience: audience.clone(),
+            leeway: self.jwt_leeway,
+        }))
+    }
+
+    /// Reads the key and certificate files and checks the combination. Refuses to serve a
+    /// non-loopback `listen` address without authentication unless explicitly allowed.
+    pub fn build(&self, listen: SocketAddr) -> Result<SecurityOptions, String> {
+        let api_keys = self
+            .api_keys
+            .iter()
+            .map(|(name, hash)| ApiKey {
+                name: name.clone(),
+                hash: parse_key_hash(hash).unwrap_or([0; 32]),
+            })
+            .collect();
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsSettings::load(&TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+                // With other mechanisms configured a client may authenticate without one.
+                client_cert_optional: !self.api_keys.is_empty()
+                    || self.jwt_hs256_secret_file.is_some()
+                    || self.jwt_public_key_file.is_some()
+                    || self.jwt_jwks_file.is_some(),
+            })?),
+            _ => None,
+        };
+        let auth = Authenticator {
+            api_keys,
+            jwt: self.jwt()?,
+            client_certificates: tls.as_ref().is_some_and(|t| t.mutual),
+            operators: self.operators.iter().cloned().collect(),
+            reflection_requires_auth: self.reflection_requires_auth,
+        };
+        check_exposure(&auth, listen, self.allow_unauthenticated)?;
+        Ok(SecurityOptions {
+            auth: Arc::new(auth),
+            tls,
+            limits: self.limits(),
+        })
+    }
+}
+
+/// The gRPC server builder with TLS, the server-wide bounds and the [`AuthLayer`] applied.
+pub fn server(
+    options: &SecurityOptions,
+) -> Result<Server<Stack<AuthLayer, tower::layer::util::Identity>>, tonic::transport::Error> {
+    let limits = &options.limits;
+    let mut builder = Server::builder()
+        .timeout(limits.request_timeout)
+        .max_concurrent_streams(limits.max_concurrent_streams);
+    if let Some(tls) = &options.tls {
+        builder = builder.tls_config(tls.config.clone())?;
+    }
+    Ok(builder.layer(AuthLayer::new(
+        options.auth.clone(),
+        CallerRates::new(limits),
+    )))
+}
+
+/// Without authentication the gateway serves only loopback, unless explicitly allowed.
+pub fn check_exposure(
+    auth: &Authenticator,
+    listen: SocketAddr,
+    allow_unauthenticated: bool,
+) -> Result<(), String> {
+    if auth.enabled() || listen.ip().is_loopback() || allow_unauthenticated {
+        if !auth.enabled() && !listen.ip().is_loopback() {
+            tracing::warn!(%listen, "serving without caller authentication (--allow-unauthenticated)");
+        }
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to serve {listen} without caller authentication: configure --api-key, JWT \
+         keys or --tls-client-ca, or pass --allow-unauthenticated"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        security: SecurityArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<SecurityArgs, String> {
+        Cli::try_parse_from(std::iter::once("gw").chain(args.iter().copied()))
+            .map(|c| c.security)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn loopback_may_run_open_other_addresses_may_not() {
+        let open = parse(&[]).unwrap();
+        assert!(open.build("127.0.0.1:50051".parse().unwrap()).is_ok());
+        assert!(open.build("[::1]:50051".parse().unwrap()).is_ok());
+        let e = open.build("0.0.0.0:50051".parse().unwrap()).unwrap_err();
+        assert!(e.contains("--allow-unauthenticated"), "{e}");
+        let allowed = parse(&["--allow-unauthenticated"]).unwrap();
+        assert!(allowed.build("0.0.0.0:50051".parse().unwrap()).is_ok());
+        let hash = crate::auth::hash_api_key("k");
+        let keyed = parse(&["--api-key", &format!("ops={hash}")]).unwrap();
+        let s = keyed.build("0.0.0.0:50051".parse().unwrap()).unwrap();
+        assert!(s.auth.enabled());
+        assert!(!format!("{s:?}").contains(&hash));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = parse(&["--api-key", "ops=abc"]).err().unwrap();
+        assert!(e.contains("--api-key"), "{e}");
+        let e = parse(&["--tls-cert", "c.pem"]).err().unwrap();
+        assert!(e.contains("--tls-key"), "{e}");
+        let e = parse(&["--jwt-issuer", "i"])
+            .unwrap()
+            .build("127.0.0.1:1".parse().unwrap())
+            .unwrap_err();
+        assert!(e.contains("JWT key"), "{e}");
+        let e = parse(&["--jwt-hs256-secret-file", "/nonexistent/secret"])
+            .unwrap()
+            .build("127.0.0.1:1".parse().unwrap())
+            .unwrap_err();
+        assert!(e.contains("--jwt-hs256-secret-file"), "{e}");
+    }
+}

@@ -1,0 +1,527 @@
+//! Per-contact sessions. Each live chat has one [`Session`]: a shared handle, and one actor
+//! task ([`actor`]) that owns the contact's participant socket, keeps it healthy, backfills
+//! what a reconnect missed and fans every event out to the chat's subscribers.
+
+mod actor;
+pub mod cursor;
+pub use crate::socket::rejected_frames;
+
+use crate::item::Item;
+use crate::metrics::Metrics;
+use crate::pb;
+use crate::secret::Secret;
+use crate::store::{ChatRecord, SessionStore};
+use crate::upstream::{Connect, UpstreamError};
+use cursor::Cursor;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Session behaviour settings (all bounds configurable).
+#[derive(Clone, Debug)]
+pub struct SessionSettings {
+    /// Heartbeat period on the upstream socket; a heartbeat unanswered at the next tick means
+    /// the socket is dead.
+    pub heartbeat_interval: Duration,
+    /// A session with no subscriber and no call for this long closes its socket (the chat
+    /// itself goes on and is resumed on the next call).
+    pub idle_timeout: Duration,
+    /// Events kept per chat for subscribers that resume with a cursor.
+    pub history: usize,
+    /// Events a subscriber may fall behind before it is ended with its resume cursor.
+    pub subscriber_queue: usize,
+    /// Live sessions (chats with an open socket) in this process.
+    pub max_sessions: usize,
+    /// Concurrent Subscribe streams per chat.
+    pub max_subscribers: usize,
+    /// First and largest delay between reconnect attempts (jittered, doubling).
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    /// Time to open a socket and receive the subscribe acknowledgement.
+    pub connect_timeout: Duration,
+    /// Transcript pages fetched at most by one backfill.
+    pub backfill_max_pages: usize,
+    /// After EndChat, how long to wait for Connect's chat-ended item before ending locally.
+    pub end_grace: Duration,
+    /// Refresh the connection token this long before it expires.
+    pub token_refresh_margin: Duration,
+    /// Replace each socket this often, make-before-break (the official client does so about
+    /// hourly).
+    pub rotate_interval: Duration,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(600),
+            history: 512,
+            subscriber_queue: 256,
+            max_sessions: 10_000,
+            max_subscribers: 32,
+            reconnect_min: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            backfill_max_pages: 50,
+            end_grace: Duration::from_secs(5),
+            token_refresh_margin: Duration::from_secs(60),
+            rotate_interval: Duration::from_secs(55 * 60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("the gateway is at its limit of {0} live chats")]
+    TooManySessions(usize),
+    #[error("the chat already has {0} subscribers, the limit")]
+    TooManySubscribers(usize),
+    #[error("the chat has ended")]
+    Ended,
+    #[error("the resume cursor is not valid")]
+    BadCursor,
+    #[error("the chat's Connect connection is not ready")]
+    NotReady,
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// The state of the contact's upstream socket, as subscribers see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upstream {
+    Connecting,
+    Connected,
+    Reconnecting,
+}
+
+impl Upstream {
+    pub fn to_pb(self) -> pb::UpstreamState {
+        match self {
+            Upstream::Connecting | Upstream::Reconnecting => pb::UpstreamState::Reconnecting,
+            Upstream::Connected => pb::UpstreamState::Connected,
+        }
+    }
+}
+
+/// What a subscriber receives: events are shared, never copied per subscriber until encoded.
+pub type SharedEvent = Arc<pb::ChatEvent>;
+
+struct State {
+    /// Recent events, oldest first, for resuming subscribers.
+    history: VecDeque<(String, SharedEvent)>,
+    upstream: Upstream,
+    ended: bool,
+    last_cursor: Option<Cursor>,
+    /// `None` once the actor has stopped: no event will follow.
+    events: Option<broadcast::Sender<SharedEvent>>,
+}
+
+/// A live chat. Cheap to share; the actor owns the socket.
+pub struct Session {
+    pub contact_id: String,
+    pub participant_id: String,
+    pub started_at: SystemTime,
+    participant_token: Secret,
+    state: Mutex<State>,
+    /// The current connection token for participant calls; `None` until the first
+    /// CreateParticipantConnection succeeds. Callers wait on it.
+    token: watch::Sender<Option<Secret>>,
+    /// Turns true once the first connection and its backfill are done (or the session
+    /// stopped): from then on the history holds the transcript's tail.
+    ready: watch::Sender<bool>,
+    /// Stops the actor (drain, idle, chat end).
+    cancel: CancellationToken,
+    /// Set by EndChat: the actor waits a grace period for Connect's chat-ended item.
+    ending: CancellationToken,
+    subscribers: AtomicUsize,
+    last_used: Mutex<Instant>,
+    settings: SessionSettings,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// A snapshot for GetChat.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    pub upstream: Upstream,
+    pub ended: bool,
+    pub subscribers: usize,
+    pub last_cursor: Option<String>,
+}
+
+/// Where a subscription starts.
+pub struct Subscription {
+    pub backlog: Vec<SharedEvent>,
+    pub live: broadcast::Receiver<SharedEvent>,
+    pub upstream: Upstream,
+    /// The chat ended before the subscription; the backlog is all there is.
+    pub ended: bool,
+    /// Where the subscription starts: the cursor of the newest event before it.
+    pub cursor: String,
+    pub guard: SubscriberGuard,
+}
+
+/// Counts a subscriber for as long as it lives.
+pub struct SubscriberGuard(Arc<Session>);
+
+impl SubscriberGuard {
+    pub fn session(&self) -> &Arc<Session> {
+        &self.0
+    }
+}
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.subscribers.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.subscribers.dec();
+        self.0.touch();
+    }
+}
+
+impl Session {
+    pub fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn info(&self) -> SessionInfo {
+        let st = self.lock();
+        SessionInfo {
+            upstream: st.upstream,
+            ended: st.ended,
+            subscribers: self.subscribers.load(Ordering::Relaxed),
+            last_cursor: st.last_cursor.as_ref().map(Cursor::encode),
+        }
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.lock().ended
+    }
+
+    /// Waits, at most `wait`, until the session has connected once and backfilled.
+    pub async fn wait_ready(&self, wait: Duration) -> bool {
+        let mut rx = self.ready.subscribe();
+        let ready = tokio::time::timeout(wait, rx.wait_for(|r| *r)).await;
+        matches!(ready, Ok(Ok(_)))
+    }
+
+    /// The current connection token, waiting up to `wait` for the first one.
+    pub async fn connection_token(&self, wait: Duration) -> Result<Secret, SessionError> {
+        self.touch();
+        let mut rx = self.token.subscribe();
+        let res = tokio::time::timeout(wait, rx.wait_for(|t| t.is_some())).await;
+        match res {
+            Ok(Ok(t)) => t.clone().ok_or(SessionError::NotReady),
+            _ if self.is_ended() => Err(SessionError::Ended),
+            _ => Err(SessionError::NotReady),
+        }
+    }
+
+    /// Replaces the connection token after a call found it expired or revoked. Fails with
+    /// [`SessionError::Ended`] when Connect refuses a new one: the chat has ended.
+    pub async fn refresh_token(&self, upstream: &Connect) -> Result<Secret, SessionError> {
+        match upstream
+            .create_connection(&self.participant_token, false)
+            .await
+        {
+            Ok(c) => {
+                self.token.send_replace(Some(c.connection_token.clone()));
+                Ok(c.connection_token)
+            }
+            Err(UpstreamError::AccessDenied) => Err(SessionError::Ended),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Registers a subscriber. With a cursor, the backlog holds what came after it; a cursor
+    /// that the history does not reach is [`SessionError::BadCursor`] (the caller then
+    /// catches up from the transcript). An empty cursor replays the whole history.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        resume: Option<&Cursor>,
+    ) -> Result<Subscription, SessionError> {
+        let st = self.lock();
+        let Some(sender) = st.events.as_ref() else {
+            return Err(if st.ended {
+                SessionError::Ended
+            } else {
+                SessionError::ShuttingDown
+            });
+        };
+        let backlog = match resume {
+            None => Vec::new(),
+            Some(c) if c.key.is_empty() => st.history.iter().map(|(_, e)| e.clone()).collect(),
+            Some(c) => {
+                // The event itself, or else (an ephemeral event the history dropped) the
+                // transcript item before it.
+                let pos = st
+                    .history
+                    .iter()
+                    .position(|(k, _)| *k == c.key)
+                    .or_else(|| {
+                        let durable = c.durable_id.as_str();
+                        (!durable.is_empty())
+                            .then(|| st.history.iter().position(|(k, _)| k == durable))
+                            .flatten()
+                    })
+                    .ok_or(SessionError::BadCursor)?;
+                st.history
+                    .iter()
+                    .skip(pos + 1)
+                    .map(|(_, e)| e.clone())
+                    .collect()
+            }
+        };
+        if !st.ended {
+            let n = self.subscribers.load(Ordering::Relaxed);
+            if n >= self.settings.max_subscribers {
+                return Err(SessionError::TooManySubscribers(
+                    self.settings.max_subscribers,
+                ));
+            }
+        }
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        self.metrics.subscribers.inc();
+        self.touch();
+        Ok(Subscription {
+            backlog,
+            live: sender.subscribe(),
+            upstream: st.upstream,
+            ended: st.ended,
+            cursor: match resume {
+                Some(c) => c.encode(),
+                None => st.last_cursor.clone().unwrap_or_default().encode(),
+            },
+            guard: SubscriberGuard(self.clone()),
+        })
+    }
+
+    /// Called after DisconnectParticipant succeeded.
+    pub fn begin_end(&self) {
+        self.ending.cancel();
+    }
+
+    /// Records an item and fans it out (the caller has de-duplicated it).
+    fn publish_item(&self, item: &Item, key: String) {
+        let mut st = self.lock();
+        let mut durable = st
+            .last_cursor
+            .as_ref()
+            .map(|c| c.durable_id.clone())
+            .unwrap_or_default();
+        let (ev, cursor) = event_with_cursor(item, key.clone(), &mut durable);
+        let ev = Arc::new(ev);
+        st.last_cursor = Some(cursor);
+        st.history.push_back((key, ev.clone()));
+        while st.history.len() > self.settings.history {
+            st.history.pop_front();
+        }
+        if item.is_chat_end() {
+            st.ended = true;
+        }
+        if let Some(tx) = &st.events {
+            let _ = tx.send(ev);
+        }
+    }
+
+    /// Publishes a gateway event (upstream state, or a chat end Connect did not report).
+    fn publish_gateway(&self, event: pb::chat_event::Event) {
+        let mut st = self.lock();
+        if let pb::chat_event::Event::Upstream(u) = &event {
+            st.upstream = match pb::UpstreamState::try_from(u.state) {
+                Ok(pb::UpstreamState::Connected) => Upstream::Connected,
+                _ => Upstream::Reconnecting,
+            };
+        }
+        if matches!(event, pb::chat_event::Event::ChatEnded(_)) {
+            if st.ended {
+                return;
+            }
+            st.ended = true;
+        }
+        let ev = Arc::new(pb::ChatEvent {
+            cursor: st
+                .last_cursor
+                .as_ref()
+                .map(Cursor::encode)
+                .unwrap_or_default(),
+            event: Some(event),
+            ..Default::default()
+        });
+        if let Some(tx) = &st.events {
+            let _ = tx.send(ev);
+        }
+    }
+
+    fn close(&self) {
+        self.lock().events = None;
+        self.ready.send_replace(true);
+    }
+}
+
+/// The typed event for an item, with its cursor; `durable` is the newest transcript item id
+/// before it and is advanced past this item when the item is itself a transcript item.
+pub fn event_with_cursor(
+    item: &Item,
+    key: String,
+    durable: &mut String,
+) -> (pb::ChatEvent, Cursor) {
+    if !item.is_ephemeral() {
+        if let Some(id) = &item.id {
+            durable.clone_from(id);
+        }
+    }
+    let cursor = Cursor {
+        key,
+        durable_id: durable.clone(),
+    };
+    let mut ev = crate::item::to_event(item);
+    ev.cursor = cursor.encode();
+    (ev, cursor)
+}
+
+struct Inner {
+    upstream: Connect,
+    store: Arc<dyn SessionStore>,
+    settings: SessionSettings,
+    live: Mutex<HashMap<String, Arc<Session>>>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// The registry of live sessions: at most one per contact.
+#[derive(Clone)]
+pub struct Sessions {
+    inner: Arc<Inner>,
+}
+
+impl Sessions {
+    pub fn new(upstream: Connect, store: Arc<dyn SessionStore>, settings: SessionSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                upstream,
+                store,
+                settings,
+                live: Mutex::new(HashMap::new()),
+                tasks: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    pub fn upstream(&self) -> &Connect {
+        &self.inner.upstream
+    }
+
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.inner.store
+    }
+
+    pub fn settings(&self) -> &SessionSettings {
+        &self.inner.settings
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.inner.upstream.metrics()
+    }
+
+    /// Live sessions in this process.
+    pub fn live_count(&self) -> usize {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// The live session of a contact, if any.
+    pub fn get(&self, contact_id: &str) -> Option<Arc<Session>> {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(contact_id)
+            .cloned()
+    }
+
+    /// The live session of the chat, starting one (and its socket) when there is none.
+    pub fn open(&self, record: &ChatRecord) -> Result<Arc<Session>, SessionError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(SessionError::ShuttingDown);
+        }
+        let mut live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = live.get(&record.contact_id) {
+            s.touch();
+            return Ok(s.clone());
+        }
+        if record.ended {
+            return Err(SessionError::Ended);
+        }
+        if live.len() >= self.inner.settings.max_sessions {
+            return Err(SessionError::TooManySessions(
+                self.inner.settings.max_sessions,
+            ));
+        }
+        let (events, _) = broadcast::channel(self.inner.settings.subscriber_queue.max(1));
+        let session = Arc::new(Session {
+            contact_id: record.contact_id.clone(),
+            participant_id: record.participant_id.clone(),
+            started_at: record.started_at,
+            participant_token: record.participant_token.clone(),
+            state: Mutex::new(State {
+                history: VecDeque::new(),
+                upstream: Upstream::Connecting,
+                ended: false,
+                last_cursor: None,
+                events: Some(events),
+            }),
+            token: watch::Sender::new(None),
+            ready: watch::Sender::new(false),
+            cancel: self.inner.shutdown.child_token(),
+            ending: CancellationToken::new(),
+            subscribers: AtomicUsize::new(0),
+            last_used: Mutex::new(Instant::now()),
+            settings: self.inner.settings.clone(),
+            metrics: self.inner.upstream.metrics().clone(),
+        });
+        session.metrics.live_chats.inc();
+        live.insert(record.contact_id.clone(), session.clone());
+        drop(live);
+        let inner = self.inner.clone();
+        let s = session.clone();
+        self.inner.tasks.spawn(async move {
+            actor::run(s.clone(), &inner.upstream, &inner.settings).await;
+            if s.is_ended() {
+                if let Err(e) = inner.store.mark_ended(&s.contact_id).await {
+                    tracing::warn!(contact_id = %s.contact_id, error = %e, "could not mark the chat ended");
+                }
+            }
+            s.close();
+            s.metrics.live_chats.dec();
+            if s.info().upstream == Upstream::Connected {
+                s.metrics.upstream_sockets.dec();
+            }
+            let mut live = inner.live.lock().unwrap_or_else(|e| e.into_inner());
+            if live.get(&s.contact_id).is_some_and(|cur| Arc::ptr_eq(cur, &s)) {
+                live.remove(&s.contact_id);
+            }
+        });
+        Ok(session)
+    }
+
+    /// Stops every session (their sockets close; the chats go on in Connect) and waits for
+    /// the actors, at most `grace`.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        let _ = tokio::time::timeout(grace, self.inner.tasks.wait()).await;
+    }
+}

@@ -1,0 +1,148 @@
+//! The participant WebSocket protocol: the frames the gateway sends (subscribe, heartbeat,
+//! deep heartbeat) and the parsing of what Connect pushes. Parsing is pure and total: a
+//! hostile or malformed frame becomes [`Inbound::Malformed`], never a panic.
+
+use crate::item::Item;
+use serde::Deserialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Upstream frames the gateway could not use: malformed, on an unknown topic, or over the
+/// size cap (process-wide, for metrics).
+static REJECTED_FRAMES: AtomicU64 = AtomicU64::new(0);
+
+/// How many upstream frames were rejected since the process started.
+pub fn rejected_frames() -> u64 {
+    REJECTED_FRAMES.load(Ordering::Relaxed)
+}
+
+/// Counts and logs (at warn, without its content) a frame the session could not use.
+pub fn note_rejected(what: &'static str, reason: &str) {
+    REJECTED_FRAMES.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(what, reason, "rejected upstream frame");
+}
+
+/// Counts and logs a socket read error that rejected a frame (one over the size cap).
+pub fn note_read_error(e: &tokio_tungstenite::tungstenite::Error) {
+    use tokio_tungstenite::tungstenite::Error;
+    if let Error::Capacity(c) = e {
+        note_rejected("oversized", &c.to_string());
+    }
+}
+
+pub const SUBSCRIBE: &str = r#"{"topic":"aws/subscribe","content":{"topics":["aws/chat"]}}"#;
+pub const HEARTBEAT: &str = r#"{"topic":"aws/heartbeat"}"#;
+pub const PING: &str = r#"{"topic":"aws/ping"}"#;
+
+/// What a frame from Connect means to the session.
+#[derive(Debug)]
+pub enum Inbound {
+    /// The answer to our subscribe: `ok` when its status was "success".
+    SubscribeAck {
+        ok: bool,
+    },
+    Heartbeat,
+    /// The deep heartbeat's answer with its status code.
+    Ping {
+        status: u16,
+    },
+    /// A chat item.
+    Chat(Box<Item>),
+    /// A frame with no topic and a `message`: the service reports an error (e.g. Forbidden).
+    Error(String),
+    /// A well-formed frame on a topic the gateway does not know.
+    Unknown(String),
+    /// A frame that is not what the protocol says; the reason, for counting and logs.
+    Malformed(String),
+}
+
+#[derive(Deserialize)]
+struct Frame {
+    topic: Option<String>,
+    content: Option<serde_json::Value>,
+    #[serde(rename = "statusCode")]
+    status_code: Option<u16>,
+    message: Option<String>,
+}
+
+/// Parses one text frame.
+pub fn parse(text: &str) -> Inbound {
+    let frame: Frame = match serde_json::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            return Inbound::Malformed(format!("not a JSON frame: {}", crate::item::json_error(&e)))
+        }
+    };
+    match frame.topic.as_deref() {
+        Some("aws/subscribe") => {
+            let ok = frame
+                .content
+                .as_ref()
+                .and_then(|c| c.get("status"))
+                .and_then(|s| s.as_str())
+                == Some("success");
+            Inbound::SubscribeAck { ok }
+        }
+        Some("aws/heartbeat") => Inbound::Heartbeat,
+        Some("aws/ping") => Inbound::Ping {
+            status: frame.status_code.unwrap_or(0),
+        },
+        Some("aws/chat") => match frame.content {
+            Some(serde_json::Value::String(s)) => match Item::parse(&s) {
+                Ok(item) => Inbound::Chat(Box::new(item)),
+                Err(e) => Inbound::Malformed(e.to_string()),
+            },
+            _ => Inbound::Malformed("aws/chat frame without string content".into()),
+        },
+        Some(other) => Inbound::Unknown(other.chars().take(64).collect()),
+        None => match frame.message {
+            Some(m) => Inbound::Error(m.chars().take(256).collect()),
+            None => Inbound::Malformed("frame without topic".into()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_protocol_frames() {
+        assert!(matches!(
+            parse(
+                r#"{"topic":"aws/subscribe","content":{"status":"success","topics":["aws/chat"]}}"#
+            ),
+            Inbound::SubscribeAck { ok: true }
+        ));
+        assert!(matches!(
+            parse(r#"{"topic":"aws/subscribe","content":{"status":"failure"}}"#),
+            Inbound::SubscribeAck { ok: false }
+        ));
+        assert!(matches!(parse(HEARTBEAT), Inbound::Heartbeat));
+        assert!(matches!(
+            parse(r#"{"topic":"aws/ping","statusCode":200,"statusContent":"OK"}"#),
+            Inbound::Ping { status: 200 }
+        ));
+        assert!(
+            matches!(parse(r#"{"message":"Forbidden"}"#), Inbound::Error(m) if m == "Forbidden")
+        );
+        let chat = r#"{"topic":"aws/chat","contentType":"application/json","content":"{\"Id\":\"i1\",\"Type\":\"MESSAGE\"}"}"#;
+        assert!(matches!(parse(chat), Inbound::Chat(i) if i.id.as_deref() == Some("i1")));
+    }
+
+    #[test]
+    fn hostile_frames_are_malformed() {
+        for bad in [
+            "",
+            "nonsense",
+            "[1,2]",
+            "{}",
+            r#"{"topic":"aws/chat","content":{"Id":"x"}}"#,
+            r#"{"topic":"aws/chat","content":"not json"}"#,
+            r#"{"topic":"aws/chat","content":"{}"}"#,
+            r#"{"topic":5}"#,
+        ] {
+            assert!(matches!(parse(bad), Inbound::Malformed(_)), "{bad}");
+        }
+        assert!(matches!(parse(r#"{"topic":"aws/new"}"#), Inbound::Unknown(t) if t == "aws/new"));
+    }
+}

@@ -1,0 +1,173 @@
+//! Session records: what the gateway must remember about a chat to serve it again after its
+//! session went idle — the contact, the participant, its Connect participant token (secret)
+//! and the hashes of the chat tokens issued for it. Behind [`SessionStore`]: in memory
+//! ([`MemoryStore`]) or in Redis ([`RedisStore`]) for several gateway processes.
+
+mod redis;
+
+pub use self::redis::RedisStore;
+
+use crate::secret::{Secret, TokenHash};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// How many chat tokens stay valid for one chat (one per StartChat replay with the same
+/// client token); the oldest is forgotten first.
+pub const MAX_TOKENS_PER_CHAT: usize = 4;
+
+#[derive(Clone, Debug)]
+pub struct ChatRecord {
+    pub contact_id: String,
+    pub participant_id: String,
+    pub participant_token: Secret,
+    pub chat_token_hashes: Vec<TokenHash>,
+    /// Content types the customer may send (always includes text/plain).
+    pub content_types: Vec<String>,
+    pub started_at: SystemTime,
+    pub ended: bool,
+    /// The principal that started the chat: only it may use the chat's tokens.
+    pub owner: String,
+}
+
+impl ChatRecord {
+    /// Adds the chat token hashes of a replayed StartChat, keeping the newest few.
+    pub fn merge(&mut self, replay: ChatRecord) {
+        for h in replay.chat_token_hashes {
+            if self.chat_token_hashes.len() >= MAX_TOKENS_PER_CHAT {
+                self.chat_token_hashes.remove(0);
+            }
+            self.chat_token_hashes.push(h);
+        }
+    }
+
+    /// Whether `token` is one of the chat tokens issued for this chat (constant time per hash).
+    pub fn token_matches(&self, token: &str) -> bool {
+        self.chat_token_hashes
+            .iter()
+            .fold(false, |found, h| h.matches(token) | found)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the session store is full ({0} chats)")]
+    Full(usize),
+    #[error("the session store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where session records live. Implementations must be cheap to call concurrently.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Inserts a record, or, when the contact is known already (a StartChat replayed with the
+    /// same client token), adds the new chat token hash to it. Returns the stored record.
+    async fn upsert(&self, record: ChatRecord) -> Result<ChatRecord, StoreError>;
+    async fn get(&self, contact_id: &str) -> Result<Option<ChatRecord>, StoreError>;
+    /// Marks the chat ended; a no-op for an unknown contact.
+    async fn mark_ended(&self, contact_id: &str) -> Result<(), StoreError>;
+    async fn remove(&self, contact_id: &str) -> Result<(), StoreError>;
+    async fn count(&self) -> Result<usize, StoreError>;
+}
+
+/// An in-memory store bounded to `capacity` records. When full, ended chats are evicted first;
+/// if none are ended, inserts fail with [`StoreError::Full`].
+pub struct MemoryStore {
+    capacity: usize,
+    records: Mutex<HashMap<String, ChatRecord>>,
+}
+
+impl MemoryStore {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            records: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn upsert(&self, record: ChatRecord) -> Result<ChatRecord, StoreError> {
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = records.get_mut(&record.contact_id) {
+            existing.merge(record);
+            return Ok(existing.clone());
+        }
+        if records.len() >= self.capacity {
+            let ended: Vec<String> = records
+                .iter()
+                .filter(|(_, r)| r.ended)
+                .map(|(k, _)| k.clone())
+                .take(records.len() + 1 - self.capacity)
+                .collect();
+            for k in ended {
+                records.remove(&k);
+            }
+            if records.len() >= self.capacity {
+                return Err(StoreError::Full(self.capacity));
+            }
+        }
+        records.insert(record.contact_id.clone(), record.clone());
+        Ok(record)
+    }
+
+    async fn get(&self, contact_id: &str) -> Result<Option<ChatRecord>, StoreError> {
+        let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(records.get(contact_id).cloned())
+    }
+
+    async fn mark_ended(&self, contact_id: &str) -> Result<(), StoreError> {
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = records.get_mut(contact_id) {
+            r.ended = true;
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, contact_id: &str) -> Result<(), StoreError> {
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        records.remove(contact_id);
+        Ok(())
+    }
+
+    async fn count(&self) -> Result<usize, StoreError> {
+        Ok(self.records.lock().unwrap_or_else(|e| e.into_inner()).len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, token: &str) -> ChatRecord {
+        ChatRecord {
+            contact_id: id.into(),
+            participant_id: "p".into(),
+            participant_token: Secret::new("pt"),
+            chat_token_hashes: vec![TokenHash::of(token)],
+            content_types: vec!["text/plain".into()],
+            started_at: SystemTime::now(),
+            ended: false,
+            owner: "anonymous".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn replay_adds_token_and_capacity_is_enforced() {
+        let store = MemoryStore::new(2);
+        store.upsert(record("a", "t1")).await.unwrap();
+        let r = store.upsert(record("a", "t2")).await.unwrap();
+        assert!(r.token_matches("t1") && r.token_matches("t2") && !r.token_matches("t3"));
+        store.upsert(record("b", "t")).await.unwrap();
+        assert!(matches!(
+            store.upsert(record("c", "t")).await,
+            Err(StoreError::Full(2))
+        ));
+        store.mark_ended("a").await.unwrap();
+        store.upsert(record("c", "t")).await.unwrap();
+        assert!(store.get("a").await.unwrap().is_none());
+        assert_eq!(store.count().await.unwrap(), 2);
+    }
+}

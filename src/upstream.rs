@@ -1,0 +1,503 @@
+//! The Connect client: the calls the gateway makes to Amazon Connect through the official
+//! `aws-sdk-connect` (StartChatContact, SigV4 with the standard credentials chain) and
+//! `aws-sdk-connectparticipant` crates, and one classification of their errors.
+
+use crate::item::{self, Item};
+use crate::limits::{ConnectionBudget, Limits};
+use crate::metrics::Metrics;
+use crate::secret::Secret;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_connect::types as ct;
+use aws_sdk_connectparticipant::types as pt;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Where and how to reach Connect.
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    pub region: String,
+    /// Endpoint override for both services (a simulator, a proxy); `None` for AWS itself.
+    pub endpoint_url: Option<String>,
+    /// Use fixed dummy credentials instead of the standard chain (for a simulator).
+    pub static_credentials: bool,
+    /// Per-attempt timeout of an upstream call.
+    pub call_timeout: Duration,
+    /// Attempts per call, including the first (the SDK's standard retry mode).
+    pub max_attempts: u32,
+}
+
+/// An upstream failure, classified by the error's modelled type (its code).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("Connect throttled the call")]
+    Throttled { retry_after: Option<Duration> },
+    #[error("Connect rejected the request as invalid")]
+    Invalid { code: String },
+    #[error("Connect denied access (token expired or revoked, or the chat has ended)")]
+    AccessDenied,
+    #[error("Connect did not find the resource")]
+    NotFound,
+    #[error("Connect reported a conflict")]
+    Conflict,
+    #[error("a Connect service quota was exceeded")]
+    QuotaExceeded,
+    #[error("Connect is unavailable")]
+    Unavailable,
+    #[error("Connect answered without {0}")]
+    Incomplete(&'static str),
+}
+
+impl UpstreamError {
+    /// A short, bounded label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Throttled { .. } => "Throttled",
+            Self::Invalid { .. } => "Invalid",
+            Self::AccessDenied => "AccessDenied",
+            Self::NotFound => "NotFound",
+            Self::Conflict => "Conflict",
+            Self::QuotaExceeded => "QuotaExceeded",
+            Self::Unavailable => "Unavailable",
+            Self::Incomplete(_) => "Incomplete",
+        }
+    }
+}
+
+fn classify<E>(op: &'static str, err: SdkError<E, HttpResponse>) -> UpstreamError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match &err {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let retry_after = se
+                .raw()
+                .headers()
+                .get("x-amz-retry-after")
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_millis);
+            let code = se.err().code().unwrap_or("").to_owned();
+            tracing::debug!(op, status, code = %code, message = se.err().message().unwrap_or(""), "upstream error");
+            match code.as_str() {
+                "ThrottlingException" | "TooManyRequestsException" | "LimitExceededException" => {
+                    UpstreamError::Throttled { retry_after }
+                }
+                "ValidationException" | "InvalidParameterException" | "InvalidRequestException" => {
+                    UpstreamError::Invalid { code }
+                }
+                "AccessDeniedException" => UpstreamError::AccessDenied,
+                "ResourceNotFoundException" => UpstreamError::NotFound,
+                "ConflictException" => UpstreamError::Conflict,
+                "ServiceQuotaExceededException" => UpstreamError::QuotaExceeded,
+                _ if status == 429 => UpstreamError::Throttled { retry_after },
+                _ if status == 403 => UpstreamError::AccessDenied,
+                _ if status == 404 => UpstreamError::NotFound,
+                _ if (400..500).contains(&status) => UpstreamError::Invalid { code },
+                _ => UpstreamError::Unavailable,
+            }
+        }
+        other => {
+            tracing::debug!(op, error = %aws_smithy_types::error::display::DisplayErrorContext(other), "upstream call failed");
+            UpstreamError::Unavailable
+        }
+    }
+}
+
+/// Parses Connect's timestamp strings.
+pub fn parse_system_time(s: &str) -> Option<SystemTime> {
+    let t = item::parse_time(s)?;
+    let d = Duration::new(u64::try_from(t.seconds).ok()?, u32::try_from(t.nanos).ok()?);
+    SystemTime::UNIX_EPOCH.checked_add(d)
+}
+
+/// What StartChat asks of Connect.
+#[derive(Clone, Debug, Default)]
+pub struct StartChat {
+    pub instance_id: String,
+    pub contact_flow_id: String,
+    pub display_name: String,
+    pub attributes: HashMap<String, String>,
+    pub initial_message: Option<(String, String)>,
+    pub content_types: Vec<String>,
+    pub duration_minutes: Option<i32>,
+    pub persistent_source: Option<(String, Option<ct::RehydrationType>)>,
+    pub client_token: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct StartedChat {
+    pub contact_id: String,
+    pub participant_id: String,
+    pub participant_token: Secret,
+}
+
+/// A fresh socket URL and/or connection token.
+#[derive(Debug)]
+pub struct Connection {
+    pub socket_url: Option<Secret>,
+    pub connection_token: Secret,
+    /// When the connection token expires (from `ConnectionCredentials.Expiry`).
+    pub token_expiry: Option<SystemTime>,
+}
+
+#[derive(Debug)]
+pub struct Sent {
+    pub id: String,
+    pub absolute_time: String,
+}
+
+/// A transcript page request.
+#[derive(Clone, Debug, Default)]
+pub struct TranscriptQuery {
+    pub max_results: i32,
+    pub next_token: Option<String>,
+    pub forward: Option<bool>,
+    pub descending: bool,
+    pub start_id: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct TranscriptPage {
+    pub items: Vec<Item>,
+    pub next_token: Option<String>,
+}
+
+/// Read buffer of a participant socket, bytes.
+pub const SOCKET_READ_BUFFER: usize = 4 * 1024;
+
+/// Cheap-to-clone handles over the two SDK clients.
+#[derive(Clone, Debug)]
+pub struct Connect {
+    connect: aws_sdk_connect::Client,
+    participant: aws_sdk_connectparticipant::Client,
+    metrics: Arc<Metrics>,
+    /// The global CreateParticipantConnection budget, awaited before each call so that a
+    /// mass reconnect cannot storm the instance's small quota (none: unlimited).
+    connection_budget: Option<ConnectionBudget>,
+    /// Frame and message size caps of the participant sockets.
+    socket_config: WebSocketConfig,
+    /// TLS for `wss://` participant sockets, built once (not per socket).
+    socket_tls: std::sync::Arc<rustls::ClientConfig>,
+}
+
+/// Times an SDK call and classifies its error, recording both.
+trait Timed<T, E> {
+    async fn timed(self, metrics: &Metrics, op: &'static str) -> Result<T, UpstreamError>;
+}
+
+impl<F, T, E> Timed<T, E> for F
+where
+    F: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    async fn timed(self, metrics: &Metrics, op: &'static str) -> Result<T, UpstreamError> {
+        let started = Instant::now();
+        let result = self.await.map_err(|e| classify(op, e));
+        metrics.observe_upstream(
+            op,
+            started.elapsed(),
+            result.as_ref().err().map(UpstreamError::label),
+        );
+        result
+    }
+}
+
+/// An open participant socket and the server's handshake answer.
+pub type Socket = (
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+);
+
+impl Connect {
+    /// Builds both clients. StartChatContact is signed with the standard credentials chain
+    /// (or dummy static credentials for a simulator); participant calls are authorised by
+    /// their bearer tokens, so they are signed with a fixed anonymous pair, as the official
+    /// JavaScript client does.
+    pub async fn new(cfg: &UpstreamConfig, metrics: Arc<Metrics>) -> Self {
+        let anonymous = aws_credential_types::Credentials::new(
+            "anonymous",
+            "anonymous",
+            None,
+            None,
+            "connect-chat-gateway",
+        );
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(cfg.region.clone()))
+            .retry_config(
+                aws_config::retry::RetryConfig::standard().with_max_attempts(cfg.max_attempts),
+            )
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(cfg.call_timeout)
+                    .connect_timeout(cfg.call_timeout)
+                    .build(),
+            );
+        if cfg.static_credentials {
+            loader = loader.credentials_provider(anonymous.clone());
+        }
+        if let Some(url) = &cfg.endpoint_url {
+            loader = loader.endpoint_url(url.clone());
+        }
+        let shared = loader.load().await;
+        let participant_cfg = aws_sdk_connectparticipant::config::Builder::from(&shared)
+            .credentials_provider(anonymous)
+            .build();
+        Self {
+            connect: aws_sdk_connect::Client::new(&shared),
+            participant: aws_sdk_connectparticipant::Client::from_conf(participant_cfg),
+            metrics,
+            connection_budget: None,
+            socket_config: WebSocketConfig::default().read_buffer_size(SOCKET_READ_BUFFER),
+            socket_tls: crate::tls::socket_client_config(None)
+                .expect("the built-in web roots make a valid TLS configuration"),
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Applies the upstream limits: the CreateParticipantConnection budget and the socket
+    /// frame size cap.
+    pub fn with_limits(mut self, limits: &Limits) -> Self {
+        self.connection_budget = crate::limits::connection_budget(limits);
+        self.socket_config = self
+            .socket_config
+            .max_message_size(Some(limits.max_upstream_frame_bytes))
+            .max_frame_size(Some(limits.max_upstream_frame_bytes));
+        self
+    }
+
+    /// Opens a participant socket: the configured size caps, a 4 KiB read buffer instead of
+    /// tungstenite's 128 KiB default (allocated and zeroed on every read attempt of every
+    /// socket; larger frames still grow it), Nagle off, and the TLS configuration built at
+    /// start for `wss://`.
+    pub async fn open_socket(
+        &self,
+        url: &Secret,
+    ) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+        tokio_tungstenite::connect_async_tls_with_config(
+            url.expose(),
+            Some(self.socket_config),
+            true,
+            Some(self.socket_connector()),
+        )
+        .await
+    }
+
+    /// Trusts the CA certificates of a PEM file, besides the web roots, on participant
+    /// sockets (a private proxy, or a simulator serving `wss://`).
+    pub fn with_socket_ca_file(
+        mut self,
+        path: &std::path::Path,
+    ) -> Result<Self, crate::tls::TlsError> {
+        self.socket_tls = crate::tls::socket_client_config(Some(path))?;
+        Ok(self)
+    }
+
+    /// The connector participant sockets are opened with.
+    pub fn socket_connector(&self) -> tokio_tungstenite::Connector {
+        tokio_tungstenite::Connector::Rustls(self.socket_tls.clone())
+    }
+
+    pub async fn start_chat(&self, req: StartChat) -> Result<StartedChat, UpstreamError> {
+        let details = ct::ParticipantDetails::builder()
+            .display_name(req.display_name)
+            .build()
+            .map_err(|_| UpstreamError::Invalid {
+                code: "DisplayName".into(),
+            })?;
+        let initial = match req.initial_message {
+            Some((content_type, content)) => Some(
+                ct::ChatMessage::builder()
+                    .content_type(content_type)
+                    .content(content)
+                    .build()
+                    .map_err(|_| UpstreamError::Invalid {
+                        code: "InitialMessage".into(),
+                    })?,
+            ),
+            None => None,
+        };
+        let persistent = req.persistent_source.map(|(source, rehydration)| {
+            ct::PersistentChat::builder()
+                .source_contact_id(source)
+                .set_rehydration_type(rehydration)
+                .build()
+        });
+        let out = self
+            .connect
+            .start_chat_contact()
+            .instance_id(req.instance_id)
+            .contact_flow_id(req.contact_flow_id)
+            .participant_details(details)
+            .set_attributes((!req.attributes.is_empty()).then_some(req.attributes))
+            .set_initial_message(initial)
+            .set_supported_messaging_content_types(
+                (!req.content_types.is_empty()).then_some(req.content_types),
+            )
+            .set_chat_duration_in_minutes(req.duration_minutes)
+            .set_persistent_chat(persistent)
+            .set_client_token(req.client_token)
+            .send()
+            .timed(&self.metrics, "StartChatContact")
+            .await?;
+        Ok(StartedChat {
+            contact_id: out
+                .contact_id
+                .ok_or(UpstreamError::Incomplete("ContactId"))?,
+            participant_id: out
+                .participant_id
+                .ok_or(UpstreamError::Incomplete("ParticipantId"))?,
+            participant_token: Secret::new(
+                out.participant_token
+                    .ok_or(UpstreamError::Incomplete("ParticipantToken"))?,
+            ),
+        })
+    }
+
+    /// CreateParticipantConnection: a fresh connection token, and a socket URL when
+    /// `with_socket`.
+    pub async fn create_connection(
+        &self,
+        participant_token: &Secret,
+        with_socket: bool,
+    ) -> Result<Connection, UpstreamError> {
+        if let Some(budget) = &self.connection_budget {
+            budget.until_ready().await;
+        }
+        let mut call = self
+            .participant
+            .create_participant_connection()
+            .participant_token(participant_token.expose())
+            .r#type(pt::ConnectionType::ConnectionCredentials)
+            .connect_participant(true);
+        if with_socket {
+            call = call.r#type(pt::ConnectionType::Websocket);
+        }
+        let out = call
+            .send()
+            .timed(&self.metrics, "CreateParticipantConnection")
+            .await?;
+        let creds = out
+            .connection_credentials
+            .ok_or(UpstreamError::Incomplete("ConnectionCredentials"))?;
+        let socket_url = match (with_socket, out.websocket.and_then(|w| w.url)) {
+            (true, Some(url)) => Some(Secret::new(url)),
+            (true, None) => return Err(UpstreamError::Incomplete("Websocket.Url")),
+            (false, _) => None,
+        };
+        Ok(Connection {
+            socket_url,
+            token_expiry: creds.expiry.as_deref().and_then(parse_system_time),
+            connection_token: Secret::new(
+                creds
+                    .connection_token
+                    .ok_or(UpstreamError::Incomplete("ConnectionToken"))?,
+            ),
+        })
+    }
+
+    pub async fn send_message(
+        &self,
+        token: &Secret,
+        content_type: &str,
+        content: &str,
+        client_token: &str,
+    ) -> Result<Sent, UpstreamError> {
+        let out = self
+            .participant
+            .send_message()
+            .connection_token(token.expose())
+            .content_type(content_type)
+            .content(content)
+            .client_token(client_token)
+            .send()
+            .timed(&self.metrics, "SendMessage")
+            .await?;
+        Ok(Sent {
+            id: out.id.ok_or(UpstreamError::Incomplete("Id"))?,
+            absolute_time: out.absolute_time.unwrap_or_default(),
+        })
+    }
+
+    pub async fn send_event(
+        &self,
+        token: &Secret,
+        content_type: &str,
+        content: Option<String>,
+        client_token: &str,
+    ) -> Result<Sent, UpstreamError> {
+        let out = self
+            .participant
+            .send_event()
+            .connection_token(token.expose())
+            .content_type(content_type)
+            .set_content(content)
+            .client_token(client_token)
+            .send()
+            .timed(&self.metrics, "SendEvent")
+            .await?;
+        Ok(Sent {
+            id: out.id.unwrap_or_default(),
+            absolute_time: out.absolute_time.unwrap_or_default(),
+        })
+    }
+
+    pub async fn get_transcript(
+        &self,
+        token: &Secret,
+        q: TranscriptQuery,
+    ) -> Result<TranscriptPage, UpstreamError> {
+        let out = self
+            .participant
+            .get_transcript()
+            .connection_token(token.expose())
+            .max_results(q.max_results)
+            .set_next_token(q.next_token)
+            .set_scan_direction(q.forward.map(|f| {
+                if f {
+                    pt::ScanDirection::Forward
+                } else {
+                    pt::ScanDirection::Backward
+                }
+            }))
+            .sort_order(if q.descending {
+                pt::SortKey::Descending
+            } else {
+                pt::SortKey::Ascending
+            })
+            .set_start_position(
+                q.start_id
+                    .map(|id| pt::StartPosition::builder().id(id).build()),
+            )
+            .send()
+            .timed(&self.metrics, "GetTranscript")
+            .await?;
+        Ok(TranscriptPage {
+            items: out.transcript().iter().map(item::from_sdk).collect(),
+            next_token: out.next_token.filter(|t| !t.is_empty()),
+        })
+    }
+
+    pub async fn disconnect(
+        &self,
+        token: &Secret,
+        client_token: &str,
+    ) -> Result<(), UpstreamError> {
+        self.participant
+            .disconnect_participant()
+            .connection_token(token.expose())
+            .client_token(client_token)
+            .send()
+            .timed(&self.metrics, "DisconnectParticipant")
+            .await?;
+        Ok(())
+    }
+}

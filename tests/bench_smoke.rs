@@ -1,0 +1,44 @@
+//! The bench at a tiny size: both rounds (ws and wss), every phase, a few seconds. The
+//! binaries are the debug builds cargo made for the tests, so the figures mean nothing here;
+//! the test checks that every phase ran and delivered.
+
+use connect_chat_gateway::bench::{self, BenchConfig};
+use std::path::PathBuf;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_runs_every_phase_at_a_tiny_size() {
+    let mut cfg = BenchConfig::new();
+    cfg.sim_bin = PathBuf::from(env!("CARGO_BIN_EXE_connect-sim"));
+    cfg.gateway_bin = PathBuf::from(env!("CARGO_BIN_EXE_connect-chat-gateway"));
+    cfg.work_dir = std::env::temp_dir().join(format!("ccg-bench-smoke-{}", std::process::id()));
+    cfg.chats = 20;
+    cfg.setup_chats = 8;
+    cfg.concurrency = 4;
+    cfg.latency_rate = 100.0;
+    cfg.latency_secs = 1.0;
+    cfg.throughput_rate = 1_000.0;
+    cfg.throughput_secs = 1.0;
+    cfg.idle_secs = 0.2;
+    cfg.settle_secs = 0.1;
+    cfg.streams_per_connection = 8;
+    let report = bench::run(&cfg).await.expect("the bench runs");
+    let setup = report.setup.as_ref().expect("setup figures");
+    assert_eq!(setup.gateway_failed + setup.direct_failed, 0);
+    assert_eq!(setup.gateway_ready.count, 8);
+    let latency = report.latency.as_ref().expect("latency figures");
+    assert!(latency.gateway.count > 50, "{latency:?}");
+    assert!(latency.direct.count > 50, "{latency:?}");
+    assert_eq!(report.capacity.len(), 2);
+    for c in &report.capacity {
+        assert_eq!((c.chats, c.failed, c.streams_ended), (20, 0, 0), "{c:?}");
+        assert!(c.gateway_rss_after > 0);
+    }
+    assert_eq!(report.capacity[1].upstream, "wss");
+    let t = report.throughput.as_ref().expect("throughput figures");
+    assert!(
+        t.delivered_total > 0 && t.delivered_total <= t.pushed,
+        "{t:?}"
+    );
+    assert!(!report.targets.is_empty());
+    assert!(report.table().contains("targets:"));
+}

@@ -1,0 +1,3 @@
+//! Helpers shared by the simulator's integration tests.
+
+pub mod sim;

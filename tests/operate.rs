@@ -1,0 +1,255 @@
+//! Operability: metrics that move during a chat, health over HTTP, and a SIGTERM drain whose
+//! Subscribe streams resume without loss on a new gateway process sharing the Redis store.
+
+mod support;
+
+use connect_chat_gateway::pb::{self, chat_event::Event, chat_gateway_client::ChatGatewayClient};
+use connect_chat_gateway::sim::{SimConfig, Simulator};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::*;
+use tonic::Code;
+
+/// The sum of the samples whose series starts with `series` (all label sets when the
+/// prefix names none).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(series) && matches!(l.as_bytes().get(series.len()), Some(b' ' | b'{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_move_during_a_chat_and_health_answers_over_http() {
+    let mut h = Harness::start().await;
+    assert_eq!(http_get(h.admin, "/healthz").await.0, 200);
+    assert_eq!(http_get(h.admin, "/readyz").await.0, 200);
+    let (status, before) = http_get(h.admin, "/metrics").await;
+    assert_eq!(status, 200);
+    let chat = h.start_chat("Ada").await;
+    let mut s = h.subscribe(&chat).await;
+    h.send(&chat, "hi").await;
+    read_until(&mut s, |e| count_agent(e) >= 1).await;
+    h.sim.drop_sockets(Some(&chat.contact_id));
+    h.send(&chat, "again").await;
+    read_until(&mut s, |e| count_agent(e) >= 1).await;
+    h.sim.fail_next(
+        connect_chat_gateway::sim::Operation::SendMessage,
+        3,
+        connect_chat_gateway::sim::FaultKind::Throttling,
+    );
+    let e = h
+        .client
+        .send_message(pb::SendMessageRequest {
+            chat: Some(chat_ref(&chat)),
+            content: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    let (_, after) = http_get(h.admin, "/metrics").await;
+    for series in [
+        "chatgateway_live_chats",
+        "chatgateway_upstream_sockets",
+        "chatgateway_subscribers",
+        "chatgateway_events_received_total",
+        "chatgateway_events_delivered_total",
+        "chatgateway_grpc_calls_total{method=\"SendMessage\",code=\"OK\"}",
+        "chatgateway_upstream_call_duration_seconds_count{operation=\"SendMessage\"}",
+        "chatgateway_upstream_call_duration_seconds_count{operation=\"CreateParticipantConnection\"}",
+        "chatgateway_reconnects_total",
+        "chatgateway_upstream_errors_total{operation=\"SendMessage\",error=\"Throttled\"}",
+        "chatgateway_grpc_calls_total{method=\"SendMessage\",code=\"RESOURCE_EXHAUSTED\"}",
+    ] {
+        assert!(
+            metric(&after, series) > metric(&before, series),
+            "{series} did not move:\n{after}"
+        );
+    }
+    for listed in [
+        "chatgateway_backfilled_items_total",
+        "chatgateway_slow_subscribers_ended_total",
+        "chatgateway_malformed_frames_total",
+    ] {
+        assert!(after.contains(listed), "{listed} missing");
+    }
+    h.stop().await;
+}
+
+/// A gateway process on the simulator, sharing Redis under `prefix`.
+struct Gateway {
+    child: Child,
+    addr: String,
+}
+
+impl Gateway {
+    fn spawn(sim: &str, prefix: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_connect-chat-gateway"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "off",
+                "--log-json",
+            ])
+            .args(["--endpoint-url", sim, "--static-credentials"])
+            .args(["--instance-id", "i-1", "--contact-flow-id", "f-1"])
+            .args([
+                "--store",
+                "redis://127.0.0.1:6379/0",
+                "--store-prefix",
+                prefix,
+            ])
+            .args(["--drain-grace", "5s", "--heartbeat-interval", "1s"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the gateway binary starts");
+        let out = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(out).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("the gateway logs its address")
+                .expect("log line");
+            if let Some(rest) = line.split("gateway on ").nth(1) {
+                break rest.split([',', ' ']).next().unwrap_or("").to_owned();
+            }
+        };
+        // Keep draining its logs so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, addr }
+    }
+
+    async fn client(&self) -> ChatGatewayClient<tonic::transport::Channel> {
+        ChatGatewayClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect")
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn wait_exit(mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the gateway did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[tokio::test]
+async fn sigterm_ends_streams_with_a_cursor_that_resumes_on_a_new_process() {
+    let sim = Simulator::start(SimConfig {
+        agent: fast_agent(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let prefix = format!("ccg-test-{}-{}:", std::process::id(), rand::random::<u32>());
+    let a = Gateway::spawn(&sim.endpoint(), &prefix);
+    let mut client = a.client().await;
+    let chat = client
+        .start_chat(pb::StartChatRequest {
+            display_name: "Ada".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut s = client
+        .subscribe(pb::SubscribeRequest {
+            chat: Some(chat_ref(&chat)),
+            resume_cursor: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    client
+        .send_message(pb::SendMessageRequest {
+            chat: Some(chat_ref(&chat)),
+            content: "m1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    read_until(&mut s, |e| count_agent(e) >= 1).await;
+
+    a.terminate();
+    let status = loop {
+        match tokio::time::timeout(WAIT, s.message())
+            .await
+            .expect("the stream ends")
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended with OK, not UNAVAILABLE"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let cursor = status
+        .metadata()
+        .get("resume-cursor")
+        .and_then(|v| v.to_str().ok())
+        .expect("a resume cursor")
+        .to_owned();
+    assert!(a.wait_exit(Duration::from_secs(8)).success());
+    // The drain closed the socket but did not end the chat.
+    assert_eq!(sim.chat_ended(&chat.contact_id), Some(false));
+    assert_eq!(sim.open_sockets(&chat.contact_id), 0);
+    for i in 0..3 {
+        sim.agent_say(&chat.contact_id, &format!("while moving {i}"))
+            .unwrap();
+    }
+
+    let b = Gateway::spawn(&sim.endpoint(), &prefix);
+    let mut client = b.client().await;
+    let mut r = client
+        .subscribe(pb::SubscribeRequest {
+            chat: Some(chat_ref(&chat)),
+            resume_cursor: cursor,
+        })
+        .await
+        .expect("the chat token works on the new process")
+        .into_inner();
+    let first = next(&mut r).await.unwrap();
+    assert!(matches!(&first.event, Some(Event::Started(s)) if !s.not_recovered));
+    let events = read_until(&mut r, |e| {
+        agent_texts(e).iter().any(|t| t == "while moving 2")
+    })
+    .await;
+    assert_eq!(
+        agent_texts(&events),
+        ["while moving 0", "while moving 1", "while moving 2"]
+    );
+    assert!(
+        customer_texts(&events).is_empty(),
+        "nothing before the cursor again"
+    );
+    b.terminate();
+    assert!(b.wait_exit(Duration::from_secs(8)).success());
+    sim.shutdown().await;
+}
