@@ -3,7 +3,8 @@
 //! and TLS client certificates each yield a [`Principal`]; the [`AuthLayer`] admits a request
 //! (authenticated, within its caller's rate) and puts the principal into its extensions.
 
-use crate::limits::CallerRates;
+use crate::limits::{CallSlot, CallerRates, Limits, SlotBody};
+use crate::tls::{ClientCertificate, ConnInfo};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sha2::{Digest, Sha256};
@@ -15,7 +16,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -210,6 +210,9 @@ pub struct Authenticator {
     pub jwt: Option<JwtSettings>,
     /// Whether TLS client certificates (verified against the client CA) authenticate.
     pub client_certificates: bool,
+    /// Whether every call needs a trusted client certificate (mutual TLS is the only
+    /// mechanism); otherwise a certificate is one credential among others.
+    pub client_certificate_required: bool,
     /// Principal ids with the operator role.
     pub operators: HashSet<String>,
     /// Whether reflection needs credentials too (health never does).
@@ -229,6 +232,10 @@ pub enum AuthError {
     BadJwt(&'static str),
     #[error("the credential metadata is malformed")]
     Malformed,
+    #[error("the client certificate is not trusted: {0}")]
+    UntrustedCertificate(String),
+    #[error("a client certificate signed by the client CA is required")]
+    CertificateRequired,
 }
 
 impl Authenticator {
@@ -246,14 +253,26 @@ impl Authenticator {
         }
     }
 
-    /// Authenticates a request from its headers and TLS peer certificates.
+    /// Authenticates a request from its headers and its connection's client certificate.
+    /// A certificate that does not chain to the client CA is refused even alongside another
+    /// credential: the client is misconfigured or not who it claims.
     pub fn authenticate(
         &self,
         headers: &http::HeaderMap,
-        peer_certs: Option<&[tonic::transport::CertificateDer<'static>]>,
+        client_certificate: Option<&ClientCertificate>,
     ) -> Result<Principal, AuthError> {
         if !self.enabled() {
             return Ok(Principal::anonymous());
+        }
+        let trusted = match client_certificate {
+            Some(ClientCertificate::Untrusted(why)) if self.client_certificates => {
+                return Err(AuthError::UntrustedCertificate(why.clone()));
+            }
+            Some(ClientCertificate::Trusted(subject)) if self.client_certificates => Some(subject),
+            _ => None,
+        };
+        if self.client_certificate_required && trusted.is_none() {
+            return Err(AuthError::CertificateRequired);
         }
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
             let value = credential(value)?;
@@ -266,11 +285,8 @@ impl Authenticator {
         if let Some(value) = headers.get(API_KEY_HEADER) {
             return self.check_api_key(credential(value)?);
         }
-        if let Some(cert) = peer_certs.and_then(|c| c.first()) {
-            if self.client_certificates {
-                let subject = crate::tls::subject_of(cert.as_ref()).ok_or(AuthError::Malformed)?;
-                return Ok(self.principal(format!("cert:{subject}"), AuthMethod::ClientCertificate));
-            }
+        if let Some(subject) = trusted {
+            return Ok(self.principal(format!("cert:{subject}"), AuthMethod::ClientCertificate));
         }
         Err(AuthError::Missing)
     }
@@ -360,16 +376,24 @@ fn exempt(path: &str, auth: &Authenticator) -> bool {
 }
 
 /// A tower layer in front of every service: authenticates the caller, applies its request
-/// rate, and records the [`Principal`] in the request's extensions.
+/// rate, records the [`Principal`] in the request's extensions, bounds the calls open at once
+/// on one connection, and bounds how long a call (or a stream's opening) may take.
 #[derive(Clone, Debug)]
 pub struct AuthLayer {
     auth: Arc<Authenticator>,
     rates: CallerRates,
+    request_timeout: Duration,
+    max_calls_per_connection: usize,
 }
 
 impl AuthLayer {
-    pub fn new(auth: Arc<Authenticator>, rates: CallerRates) -> Self {
-        Self { auth, rates }
+    pub fn new(auth: Arc<Authenticator>, limits: &Limits) -> Self {
+        Self {
+            auth,
+            rates: CallerRates::new(limits),
+            request_timeout: limits.request_timeout,
+            max_calls_per_connection: limits.max_concurrent_streams as usize,
+        }
     }
 }
 
@@ -395,14 +419,11 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 impl AuthLayer {
     /// Authenticates and rate-checks one request.
     fn admit<B>(&self, req: &http::Request<B>) -> Result<Principal, Status> {
-        let certs = req
+        let cert = req
             .extensions()
-            .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .and_then(|i| i.peer_certs());
-        let principal = match self
-            .auth
-            .authenticate(req.headers(), certs.as_deref().map(|c| c.as_slice()))
-        {
+            .get::<ConnInfo>()
+            .and_then(|i| i.client_certificate.as_ref());
+        let principal = match self.auth.authenticate(req.headers(), cert) {
             Ok(p) => p,
             Err(e) => {
                 tracing::info!(path = %req.uri().path(), reason = %e, "caller refused");
@@ -449,8 +470,40 @@ where
                 Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
             }
         }
-        let fut = inner.call(req);
-        Box::pin(async move { fut.await.map(crate::limits::too_large_is_exhausted) })
+        let slot = match req.extensions().get::<ConnInfo>() {
+            Some(conn) => {
+                match CallSlot::take(&conn.open_calls, self.layer.max_calls_per_connection) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        let status = Status::resource_exhausted(format!(
+                            "this connection has {} calls open, the most allowed; \
+                         wait for one to end or open another connection",
+                            self.layer.max_calls_per_connection
+                        ));
+                        return Box::pin(async move { Ok(status.into_http()) });
+                    }
+                }
+            }
+            None => None,
+        };
+        let timeout = self.layer.request_timeout;
+        let fut = tokio::time::timeout(timeout, inner.call(req));
+        Box::pin(async move {
+            match fut.await {
+                Ok(answer) => answer.map(|response| {
+                    let response = crate::limits::too_large_is_exhausted(response);
+                    match slot {
+                        Some(slot) => response.map(|body| SlotBody::wrap(body, slot)),
+                        None => response,
+                    }
+                }),
+                Err(_) => Ok(Status::deadline_exceeded(format!(
+                    "the call took longer than the gateway's request timeout ({})",
+                    humantime::format_duration(timeout)
+                ))
+                .into_http()),
+            }
+        })
     }
 }
 

@@ -48,7 +48,6 @@ use std::time::Duration;
 use store::{MemoryStore, SessionStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use upstream::Connect;
 
 /// Everything [`serve`] needs besides the listener and the upstream client.
@@ -151,7 +150,7 @@ pub async fn serve_with(
         .add_service(
             ChatGatewayServer::new(gateway).max_decoding_message_size(limits.max_message_bytes),
         )
-        .serve_with_incoming_shutdown(incoming(listener), drain);
+        .serve_with_incoming_shutdown(tls::incoming(listener, options.security.tls.clone()), drain);
     // The drain may not outlast its grace (plus a moment for the last answers).
     let deadline = async move {
         let _ = drained.wait_for(|s| *s).await;
@@ -166,19 +165,4 @@ pub async fn serve_with(
         let _ = admin.await;
     }
     result
-}
-
-/// Accepted connections with Nagle's algorithm off: tonic applies its own `tcp_nodelay` only
-/// to listeners it binds itself, and with Nagle on, a small event written while an earlier one
-/// is unacknowledged waits for the peer's delayed ACK (up to 40 ms on Linux).
-fn incoming(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt as _;
-    TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(tcp) = &conn {
-            let _ = tcp.set_nodelay(true);
-        }
-        conn
-    })
 }

@@ -6,8 +6,12 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tonic::Status;
 
 /// Every limit the security layer applies, with defaults that suit one gateway in front of
 /// one Connect instance.
@@ -106,6 +110,61 @@ pub type ConnectionBudget = Arc<governor::DefaultDirectRateLimiter>;
 
 pub fn connection_budget(limits: &Limits) -> Option<ConnectionBudget> {
     quota(limits.connection_rate, limits.connection_burst).map(|q| Arc::new(RateLimiter::direct(q)))
+}
+
+/// One open call (or stream) on a connection, released when the call's response body is
+/// finished or dropped.
+#[derive(Debug)]
+pub struct CallSlot(Arc<AtomicUsize>);
+
+impl CallSlot {
+    /// Takes a slot on the connection whose counter is `open`, or says the connection is at
+    /// `max` open calls.
+    pub fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| CallSlot(open.clone()))
+    }
+}
+
+impl Drop for CallSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body holding its call's [`CallSlot`] until it is done.
+pub struct SlotBody {
+    inner: tonic::body::Body,
+    _slot: CallSlot,
+}
+
+impl SlotBody {
+    pub fn wrap(inner: tonic::body::Body, slot: CallSlot) -> tonic::body::Body {
+        tonic::body::Body::new(Self { inner, _slot: slot })
+    }
+}
+
+impl http_body::Body for SlotBody {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Tonic answers an over-size request message with OUT_OF_RANGE; the gateway reports every

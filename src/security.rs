@@ -3,8 +3,8 @@
 //! authentication, operators, TLS and every limit. Files are read and checked once, at start.
 
 use crate::auth::{parse_key_hash, ApiKey, AuthLayer, Authenticator, JwtKey, JwtSettings};
-use crate::limits::{CallerRates, Limits};
-use crate::tls::{TlsFiles, TlsSettings};
+use crate::limits::Limits;
+use crate::tls::{HandshakeLimits, TlsFiles, TlsSettings};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -83,6 +83,14 @@ pub struct SecurityArgs {
     /// PEM CA bundle for client certificates (mutual TLS; the subject becomes the principal).
     #[arg(long, env = "GATEWAY_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+
+    /// A client that has not finished its TLS handshake by then is disconnected.
+    #[arg(long, env = "GATEWAY_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub tls_handshake_timeout: Duration,
+
+    /// TLS handshakes in progress at once; further connections wait to be accepted.
+    #[arg(long, env = "GATEWAY_TLS_MAX_HANDSHAKES", default_value = "1024", value_parser = clap::value_parser!(u64).range(1..))]
+    pub tls_max_handshakes: u64,
 
     /// Requests per second per caller (0: no limit).
     #[arg(long, env = "GATEWAY_CALLER_RATE", default_value = "100")]
@@ -210,18 +218,23 @@ impl SecurityArgs {
                 cert: cert.clone(),
                 key: key.clone(),
                 client_ca: self.tls_client_ca.clone(),
-                // With other mechanisms configured a client may authenticate without one.
-                client_cert_optional: !self.api_keys.is_empty()
-                    || self.jwt_hs256_secret_file.is_some()
-                    || self.jwt_public_key_file.is_some()
-                    || self.jwt_jwks_file.is_some(),
+                handshake: HandshakeLimits {
+                    timeout: self.tls_handshake_timeout,
+                    max_in_progress: self.tls_max_handshakes as usize,
+                },
             })?),
             _ => None,
         };
         let auth = Authenticator {
             api_keys,
             jwt: self.jwt()?,
-            client_certificates: tls.as_ref().is_some_and(|t| t.mutual),
+            client_certificates: tls.as_ref().is_some_and(|t| t.mutual()),
+            // With other mechanisms configured a client may authenticate without one.
+            client_certificate_required: tls.as_ref().is_some_and(|t| t.mutual())
+                && self.api_keys.is_empty()
+                && self.jwt_hs256_secret_file.is_none()
+                && self.jwt_public_key_file.is_none()
+                && self.jwt_jwks_file.is_none(),
             operators: self.operators.iter().cloned().collect(),
             reflection_requires_auth: self.reflection_requires_auth,
         };
@@ -239,16 +252,13 @@ pub fn server(
     options: &SecurityOptions,
 ) -> Result<Server<Stack<AuthLayer, tower::layer::util::Identity>>, tonic::transport::Error> {
     let limits = &options.limits;
-    let mut builder = Server::builder()
-        .timeout(limits.request_timeout)
-        .max_concurrent_streams(limits.max_concurrent_streams);
-    if let Some(tls) = &options.tls {
-        builder = builder.tls_config(tls.config.clone())?;
-    }
-    Ok(builder.layer(AuthLayer::new(
-        options.auth.clone(),
-        CallerRates::new(limits),
-    )))
+    // The request timeout and the limit of calls per connection are the AuthLayer's, which
+    // answer DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED. HTTP/2 advertises twice that limit:
+    // a client past it hears RESOURCE_EXHAUSTED rather than silently waiting, and the
+    // protocol still holds back a client that ignores the answers.
+    let builder =
+        Server::builder().max_concurrent_streams(limits.max_concurrent_streams.saturating_mul(2));
+    Ok(builder.layer(AuthLayer::new(options.auth.clone(), limits)))
 }
 
 /// Without authentication the gateway serves only loopback, unless explicitly allowed.

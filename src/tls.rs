@@ -1,88 +1,442 @@
-//! TLS, both ways. For the gRPC listener (rustls through tonic, with the aws-lc-rs provider the
-//! AWS SDK already uses): the server's certificate and key, and an optional client CA that
-//! turns on mutual TLS, whose client certificate subject becomes the caller's principal. For
+//! TLS, both ways. For the gRPC listener (rustls with the aws-lc-rs provider the AWS SDK
+//! already uses; the gateway accepts connections itself and hands them to tonic): the
+//! server's certificate and key, and an optional client CA that turns on mutual TLS, whose
+//! client certificate subject becomes the caller's principal. For
 //! the upstream participant sockets (`wss://`): one rustls client configuration, built once at
 //! start, trusting the public web roots plus any extra CA the operator names.
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{NoClientAuth, WebPkiClientVerifier};
+use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore};
+use rustls::{ServerConfig, SignatureScheme};
+use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::{Stream, StreamExt as _};
+use tonic::transport::server::Connected;
 
-/// Where the listener's TLS material lives.
-#[derive(Clone, Debug, Default)]
+/// Where the listener's TLS material lives, and the bounds of its handshakes.
+#[derive(Clone, Debug)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     /// A CA bundle: clients presenting a certificate it signed are authenticated by it.
     pub client_ca: Option<PathBuf>,
-    /// Whether a client without a certificate may still connect (and authenticate
-    /// otherwise); false makes the certificate mandatory.
-    pub client_cert_optional: bool,
+    pub handshake: HandshakeLimits,
+}
+
+/// Bounds on TLS handshakes in progress, so slow or silent clients cannot pile up.
+#[derive(Clone, Copy, Debug)]
+pub struct HandshakeLimits {
+    /// A connection that has not finished its handshake by then is closed.
+    pub timeout: Duration,
+    /// Handshakes in progress at once; further connections wait in the listen backlog.
+    pub max_in_progress: usize,
+}
+
+impl Default for HandshakeLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            max_in_progress: 1024,
+        }
+    }
 }
 
 /// The listener's TLS configuration, loaded and checked once at start.
-#[derive(Clone, Debug)]
+///
+/// With a client CA, a client certificate is requested but never refused in the handshake:
+/// the handshake only proves that the client holds the certificate's key, and the chain is
+/// then checked against the CA once per connection. A call on a connection whose certificate
+/// does not chain to the CA is refused by the authentication layer with UNAUTHENTICATED and
+/// the reason, instead of a bare connection failure the client cannot tell from a network
+/// fault.
+#[derive(Clone)]
 pub struct TlsSettings {
-    pub config: ServerTlsConfig,
-    pub mutual: bool,
+    acceptor: TlsAcceptor,
+    client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+    pub handshake: HandshakeLimits,
+}
+
+impl fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("mutual", &self.mutual())
+            .field("handshake", &self.handshake)
+            .finish_non_exhaustive()
+    }
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
 }
 
-fn check_pem(bytes: &[u8], path: &Path, what: &str) -> Result<(), String> {
-    let text = std::str::from_utf8(bytes).unwrap_or("");
-    if text.contains("-----BEGIN ") {
-        Ok(())
-    } else {
-        Err(format!("the {what} {} is not PEM", path.display()))
+fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the {what} is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("the {what} holds no certificate"));
     }
+    Ok(certs)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 impl TlsSettings {
-    /// PEM-encoded certificate chain, private key and optional client CA.
+    /// PEM-encoded certificate chain, private key and optional client CA bundle.
     pub fn from_pem(
         cert: &[u8],
         key: &[u8],
         client_ca: Option<&[u8]>,
-        client_cert_optional: bool,
-    ) -> Self {
-        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-        if let Some(ca) = client_ca {
-            config = config
-                .client_ca_root(Certificate::from_pem(ca))
-                .client_auth_optional(client_cert_optional);
-        }
+        handshake: HandshakeLimits,
+    ) -> Result<Self, String> {
+        Self::build(
+            cert,
+            key,
+            client_ca,
+            handshake,
+            ["TLS certificate", "TLS key", "client CA"],
+        )
+    }
+
+    fn build(
+        cert: &[u8],
+        key: &[u8],
+        client_ca: Option<&[u8]>,
+        handshake: HandshakeLimits,
+        names: [&str; 3],
+    ) -> Result<Self, String> {
+        let chain = certificates(cert, names[0])?;
+        let key = PrivateKeyDer::from_pem_slice(key)
+            .map_err(|e| format!("the {} holds no usable private key: {e}", names[1]))?;
+        let client_verifier = match client_ca {
+            None => None,
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                for c in certificates(ca, names[2])? {
+                    roots
+                        .add(c)
+                        .map_err(|e| format!("the {} holds a bad certificate: {e}", names[2]))?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                        .allow_unauthenticated()
+                        .build()
+                        .map_err(|e| format!("the {} is not usable: {e}", names[2]))?;
+                Some(verifier)
+            }
+        };
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("cannot configure TLS: {e}"))?;
+        let builder = match &client_verifier {
+            Some(v) => builder.with_client_cert_verifier(Arc::new(Deferred(v.clone()))),
+            None => builder.with_client_cert_verifier(Arc::new(NoClientAuth)),
+        };
+        let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+            format!(
+                "the {} and {} do not make a usable pair: {e}",
+                names[0], names[1]
+            )
+        })?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Self {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            client_verifier,
+            handshake,
+        })
+    }
+
+    /// Reads and checks the files, naming the flag of any that is unusable.
+    pub fn load(files: &TlsFiles) -> Result<Self, String> {
+        let cert = read(&files.cert, "TLS certificate (--tls-cert)")?;
+        let key = read(&files.key, "TLS key (--tls-key)")?;
+        let ca = match &files.client_ca {
+            Some(p) => Some(read(p, "client CA (--tls-client-ca)")?),
+            None => None,
+        };
+        let shown = |flag: &str, p: &Path| format!("{flag} file {}", p.display());
+        let cert_name = shown("--tls-cert", &files.cert);
+        let key_name = shown("--tls-key", &files.key);
+        let ca_name = files
+            .client_ca
+            .as_deref()
+            .map(|p| shown("--tls-client-ca", p))
+            .unwrap_or_default();
+        Self::build(
+            &cert,
+            &key,
+            ca.as_deref(),
+            files.handshake,
+            [&cert_name, &key_name, &ca_name],
+        )
+    }
+
+    /// Whether client certificates are requested (a client CA is configured).
+    pub fn mutual(&self) -> bool {
+        self.client_verifier.is_some()
+    }
+
+    /// What the client's certificate chain, if it sent one, proves.
+    fn client_certificate(
+        &self,
+        chain: Option<&[CertificateDer<'_>]>,
+    ) -> Option<ClientCertificate> {
+        let verifier = self.client_verifier.as_ref()?;
+        let (end_entity, intermediates) = chain?.split_first()?;
+        Some(
+            match verifier.verify_client_cert(end_entity, intermediates, UnixTime::now()) {
+                Err(e) => ClientCertificate::Untrusted(e.to_string()),
+                Ok(_) => match subject_of(end_entity.as_ref()) {
+                    Some(subject) => ClientCertificate::Trusted(subject),
+                    None => ClientCertificate::Untrusted("the certificate has no subject".into()),
+                },
+            },
+        )
+    }
+}
+
+/// Requests a client certificate and checks the handshake signature (proof that the client
+/// holds the certificate's key), but leaves the chain to [`TlsSettings::client_certificate`].
+#[derive(Debug)]
+struct Deferred(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for Deferred {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// What a connection's client certificate proves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientCertificate {
+    /// It chains to the client CA; its subject distinguished name.
+    Trusted(String),
+    /// It was presented but does not chain to the client CA (unknown issuer, expired, ...).
+    Untrusted(String),
+}
+
+/// What the authentication layer learns about a connection.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub remote_addr: Option<SocketAddr>,
+    /// `None` without TLS, without a client CA, or when the client sent no certificate.
+    pub client_certificate: Option<ClientCertificate>,
+    /// Calls and streams open on this connection right now.
+    pub open_calls: Arc<AtomicUsize>,
+}
+
+impl ConnInfo {
+    fn new(tcp: &TcpStream, client_certificate: Option<ClientCertificate>) -> Self {
         Self {
-            config,
-            mutual: client_ca.is_some(),
+            remote_addr: tcp.peer_addr().ok(),
+            client_certificate,
+            open_calls: Arc::default(),
+        }
+    }
+}
+
+/// An accepted gRPC connection, plain TCP or TLS, with what is known about it.
+pub struct Conn {
+    io: Io,
+    info: ConnInfo,
+}
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Connected for Conn {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
-    pub fn load(files: &TlsFiles) -> Result<Self, String> {
-        let cert = read(&files.cert, "TLS certificate (--tls-cert)")?;
-        check_pem(&cert, &files.cert, "TLS certificate (--tls-cert)")?;
-        let key = read(&files.key, "TLS key (--tls-key)")?;
-        check_pem(&key, &files.key, "TLS key (--tls-key)")?;
-        let ca = match &files.client_ca {
-            Some(p) => {
-                let ca = read(p, "client CA (--tls-client-ca)")?;
-                check_pem(&ca, p, "client CA (--tls-client-ca)")?;
-                Some(ca)
-            }
-            None => None,
-        };
-        let settings = Self::from_pem(&cert, &key, ca.as_deref(), files.client_cert_optional);
-        // Surfaces a bad certificate or key now, naming the flags, rather than at serve.
-        tonic::transport::Server::builder()
-            .tls_config(settings.config.clone())
-            .map_err(|e| format!("the TLS certificate, key or client CA is not usable: {e}"))?;
-        Ok(settings)
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
     }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The connections accepted on `listener`, with Nagle's algorithm off, through TLS when it is
+/// configured. Tonic applies its own `tcp_nodelay` only to listeners it binds itself, and with
+/// Nagle on, a small event written while an earlier one is unacknowledged waits for the peer's
+/// delayed ACK (up to 40 ms on Linux).
+///
+/// TLS handshakes run concurrently (a slow client holds up no one), each within the handshake
+/// timeout and at most the configured number at once; a failed handshake is logged and
+/// dropped. Accepting stops once the server stops taking connections.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Option<TlsSettings>,
+) -> Pin<Box<dyn Stream<Item = std::io::Result<Conn>> + Send>> {
+    let Some(tls) = tls else {
+        return Box::pin(TcpListenerStream::new(listener).map(|conn| {
+            conn.map(|tcp| {
+                let _ = tcp.set_nodelay(true);
+                Conn {
+                    info: ConnInfo::new(&tcp, None),
+                    io: Io::Plain(tcp),
+                }
+            })
+        }));
+    };
+    let limit = tls.handshake.max_in_progress.max(1);
+    let (tx, rx) = mpsc::channel(limit);
+    let permits = Arc::new(Semaphore::new(limit));
+    tokio::spawn(async move {
+        loop {
+            let permit = tokio::select! {
+                _ = tx.closed() => return,
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let (tcp, peer) = tokio::select! {
+                _ = tx.closed() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors, most likely: pause rather than spin.
+                        tracing::warn!(error = %e, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let (tls, tx) = (tls.clone(), tx.clone());
+            tokio::spawn(async move {
+                let handshake = tls.acceptor.accept(tcp);
+                match tokio::time::timeout(tls.handshake.timeout, handshake).await {
+                    Ok(Ok(stream)) => {
+                        let cert = tls.client_certificate(stream.get_ref().1.peer_certificates());
+                        let conn = Conn {
+                            info: ConnInfo::new(stream.get_ref().0, cert),
+                            io: Io::Tls(Box::new(stream)),
+                        };
+                        let _ = tx.send(conn).await;
+                        drop(permit);
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    Box::pin(ReceiverStream::new(rx).map(Ok))
 }
 
 /// The subject distinguished name of a DER certificate (`CN=client-a, O=Example`), or

@@ -436,12 +436,15 @@ async fn mutual_tls_makes_the_certificate_subject_the_principal() {
     };
     let security = SecurityOptions {
         auth: Arc::new(auth),
-        tls: Some(TlsSettings::from_pem(
-            server_cert.as_bytes(),
-            server_key.as_bytes(),
-            Some(pki.ca_pem.as_bytes()),
-            true,
-        )),
+        tls: Some(
+            TlsSettings::from_pem(
+                server_cert.as_bytes(),
+                server_key.as_bytes(),
+                Some(pki.ca_pem.as_bytes()),
+                Default::default(),
+            )
+            .unwrap(),
+        ),
         ..Default::default()
     };
     // The harness's own plaintext connection: the gateway speaks only TLS, so it fails.
@@ -493,12 +496,76 @@ async fn mutual_tls_makes_the_certificate_subject_the_principal() {
     .await
     .expect("client-b inspects as an operator");
 
-    // A certificate from another CA (even with the same subject) is refused in the TLS
-    // handshake: the call never reaches the gateway.
-    let refused = match tls_client(&h, &pki.ca_pem, Some(&impostor)).await {
-        Err(_) => true,
-        Ok(mut c) => c.start_chat(start("Ada")).await.is_err(),
+    // A certificate from another CA (even with the same subject) is UNAUTHENTICATED, with
+    // the reason, even alongside a valid API key.
+    let mut impostor = tls_client(&h, &pki.ca_pem, Some(&impostor)).await.unwrap();
+    for cred in [Cred::None, Cred::Key(MOBILE_KEY.into())] {
+        let e = impostor
+            .start_chat(with(start("Ada"), &cred))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+        assert!(e.message().contains("not trusted"), "{e:?}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn with_mutual_tls_alone_every_call_needs_a_trusted_certificate() {
+    let pki = Pki::new("test client CA");
+    let (server_cert, server_key) = pki.leaf("gateway", &["localhost"]);
+    let client = pki.leaf("client-a", &[]);
+    let auth = Authenticator {
+        client_certificates: true,
+        client_certificate_required: true,
+        ..Default::default()
     };
-    assert!(refused, "a certificate from another CA was accepted");
+    let security = SecurityOptions {
+        auth: Arc::new(auth),
+        tls: Some(
+            TlsSettings::from_pem(
+                server_cert.as_bytes(),
+                server_key.as_bytes(),
+                Some(pki.ca_pem.as_bytes()),
+                Default::default(),
+            )
+            .unwrap(),
+        ),
+        ..Default::default()
+    };
+    let h = Harness::with_options_lazy(
+        SimConfig {
+            agent: fast_agent(),
+            ..SimConfig::default()
+        },
+        |o| o.security = security,
+    )
+    .await;
+    let mut anonymous = tls_client(&h, &pki.ca_pem, None).await.unwrap();
+    let e = anonymous.start_chat(start("Ada")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("client certificate"), "{e:?}");
+    // Health stays open to probes without a certificate.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        Channel::from_shared(format!("https://localhost:{}", h.addr.port()))
+            .unwrap()
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+                    .domain_name("localhost"),
+            )
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health needs no credential");
+    let mut a = tls_client(&h, &pki.ca_pem, Some(&client)).await.unwrap();
+    a.start_chat(start("Ada"))
+        .await
+        .expect("client-a is trusted");
     h.stop().await;
 }

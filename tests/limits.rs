@@ -116,7 +116,34 @@ async fn an_oversized_request_message_is_resource_exhausted() {
 }
 
 #[tokio::test]
-async fn streams_past_the_per_connection_limit_wait_for_a_free_one() {
+async fn a_call_past_the_request_timeout_is_deadline_exceeded() {
+    let mut h = harness(Limits {
+        request_timeout: Duration::from_millis(400),
+        ..Limits::default()
+    })
+    .await;
+    let chat = h.start_chat("Ada").await;
+    // Connect answers after the gateway's own timeout.
+    h.sim.set_answer_delay(Duration::from_secs(5));
+    let started = Instant::now();
+    let e = h
+        .client
+        .send_message(pb::SendMessageRequest {
+            chat: Some(chat_ref(&chat)),
+            content: "slow".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(e.message().contains("request timeout"), "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    h.sim.set_answer_delay(Duration::ZERO);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn calls_past_the_per_connection_limit_are_resource_exhausted_until_one_ends() {
     let mut h = harness(Limits {
         max_concurrent_streams: 2,
         ..Limits::default()
@@ -126,22 +153,41 @@ async fn streams_past_the_per_connection_limit_wait_for_a_free_one() {
     let mut s1 = h.subscribe(&chat).await;
     let mut s2 = h.subscribe(&chat).await;
     assert!(next(&mut s1).await.is_some() && next(&mut s2).await.is_some());
-    // HTTP/2 holds a third stream back until one of the two ends.
-    let mut client = h.client.clone();
-    let req = pb::SubscribeRequest {
+    let req = || pb::SubscribeRequest {
         chat: Some(chat_ref(&chat)),
         resume_cursor: String::new(),
     };
-    let third = tokio::spawn(async move { client.subscribe(req).await.map(|r| r.into_inner()) });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!third.is_finished(), "a third stream opened past the limit");
-    drop(s1);
-    let mut s3 = tokio::time::timeout(WAIT, third)
+    // A third stream, or any call, on the same connection is refused at once.
+    let e = h.client.subscribe(req()).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("calls open"), "{e:?}");
+    let e = h
+        .client
+        .get_chat(pb::GetChatRequest {
+            chat: Some(chat_ref(&chat)),
+        })
         .await
-        .expect("the third stream opens once one ended")
-        .unwrap()
-        .expect("Subscribe");
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    // Once a stream ends, its slot is free again (the reset reaches the gateway a moment
+    // after the client drops the stream).
+    drop(s1);
+    let deadline = Instant::now() + WAIT;
+    let mut s3 = loop {
+        match h.client.subscribe(req()).await {
+            Ok(s) => break s.into_inner(),
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "the ended stream's slot never freed"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
     assert!(next(&mut s3).await.is_some());
+    drop((s2, s3));
     h.stop().await;
 }
 

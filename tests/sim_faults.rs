@@ -91,6 +91,41 @@ async fn frame_delay_delays_and_keeps_order() {
 }
 
 #[tokio::test]
+async fn answer_delay_holds_every_operation_back() {
+    let env = start(quiet_config()).await;
+    let chat = env.chat().await;
+    let delay = Duration::from_millis(200);
+    env.sim.set_answer_delay(delay);
+    let started = tokio::time::Instant::now();
+    let sent = env
+        .participant
+        .send_message()
+        .connection_token(&chat.connection_token)
+        .content_type("text/plain")
+        .content("slow")
+        .send()
+        .await
+        .expect("a slow answer is still an answer");
+    assert!(started.elapsed() >= delay);
+    // Through the admin API too; 0 lifts it.
+    let (s, _) = admin(&env, "POST", "/_sim/answer-delay", json!({"millis": 0})).await;
+    assert_eq!(s, 200);
+    let started = tokio::time::Instant::now();
+    env.participant
+        .get_transcript()
+        .connection_token(&chat.connection_token)
+        .send()
+        .await
+        .unwrap();
+    assert!(started.elapsed() < delay);
+    assert!(env
+        .transcript(&chat)
+        .iter()
+        .any(|i| i["Id"] == sent.id().unwrap()));
+    env.sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn fail_next_maps_each_kind_to_the_typed_error() {
     let env = start(quiet_config()).await;
     let chat = env.chat().await;

@@ -41,6 +41,7 @@ Admin API (JSON; errors are {\"message\": ...} with 400/404/409):
   POST /_sim/sockets/drop                    {\"contact_id\"?}                   -> {\"dropped\": n}
   POST /_sim/heartbeats                      {\"answer\": bool}
   POST /_sim/frame-delay                     {\"millis\": n}
+  POST /_sim/answer-delay                    {\"millis\": n}                     every REST operation held back
   POST /_sim/faults                          {\"operation\": \"SendMessage\", \"count\": n, \"kind\": \"Throttling|InternalServer|AccessDenied\"}
   POST /_sim/expire/connection-tokens        {\"contact_id\"?}
   POST /_sim/expire/socket-urls              {\"contact_id\"?}
@@ -58,6 +59,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/sockets/drop", post(drop_sockets))
         .route("/_sim/heartbeats", post(heartbeats))
         .route("/_sim/frame-delay", post(frame_delay))
+        .route("/_sim/answer-delay", post(answer_delay))
         .route("/_sim/faults", post(faults))
         .route("/_sim/expire/connection-tokens", post(expire_tokens))
         .route("/_sim/expire/socket-urls", post(expire_urls))
@@ -156,6 +158,16 @@ async fn frame_delay(State(shared): State<Arc<Shared>>, bytes: Bytes) -> Respons
     match body::<FrameDelay>(&bytes) {
         Ok(d) => {
             shared.set_frame_delay(Duration::from_millis(d.millis));
+            reply(StatusCode::OK, json!({}))
+        }
+        Err(msg) => error(StatusCode::BAD_REQUEST, msg),
+    }
+}
+
+async fn answer_delay(State(shared): State<Arc<Shared>>, bytes: Bytes) -> Response {
+    match body::<FrameDelay>(&bytes) {
+        Ok(d) => {
+            shared.set_answer_delay(Duration::from_millis(d.millis));
             reply(StatusCode::OK, json!({}))
         }
         Err(msg) => error(StatusCode::BAD_REQUEST, msg),

@@ -445,6 +445,11 @@ impl SimHandle {
         self.shared().set_frame_delay(delay)
     }
 
+    /// Hold every REST operation back by `delay` before it runs (a slow Connect).
+    pub fn set_answer_delay(&self, delay: Duration) {
+        self.shared().set_answer_delay(delay)
+    }
+
     /// Make the next `count` calls of `operation` fail with `error` (replaces an earlier setting
     /// for that operation; `count` 0 clears it).
     pub fn fail_next(&self, operation: Operation, count: u32, error: FaultKind) {

@@ -98,7 +98,27 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/participant/cancel-authentication",
             post(cancel_participant_authentication),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            answer_delay,
+        ))
         .with_state(shared)
+}
+
+/// Holds every operation back by the configured answer delay: a slow Connect.
+async fn answer_delay(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let delay = shared.answer_delay();
+    if !delay.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shared.shutdown.cancelled() => {}
+        }
+    }
+    next.run(request).await
 }
 
 /// An AWS error response.

@@ -592,6 +592,7 @@ pub struct Shared {
     pub stats: Stats,
     answer_heartbeats: AtomicBool,
     frame_delay_us: AtomicU64,
+    answer_delay_us: AtomicU64,
     faults: Mutex<[Option<(u32, FaultKind)>; 12]>,
     /// Attachment bytes reserved (declared sizes of uploads started), bounded by config.
     attachment_bytes: AtomicU64,
@@ -630,6 +631,7 @@ impl Shared {
             stats: Stats::default(),
             answer_heartbeats: AtomicBool::new(true),
             frame_delay_us: AtomicU64::new(0),
+            answer_delay_us: AtomicU64::new(0),
             faults: Mutex::new([None; 12]),
             attachment_bytes: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
@@ -676,6 +678,15 @@ impl Shared {
 
     pub fn frame_delay(&self) -> Duration {
         Duration::from_micros(self.frame_delay_us.load(Ordering::Acquire))
+    }
+
+    pub fn set_answer_delay(&self, delay: Duration) {
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.answer_delay_us.store(us, Ordering::Release);
+    }
+
+    pub fn answer_delay(&self) -> Duration {
+        Duration::from_micros(self.answer_delay_us.load(Ordering::Acquire))
     }
 
     /// Reserve attachment bytes; false when the total bound would be exceeded.
