@@ -234,7 +234,7 @@ pub enum AuthError {
     Malformed,
     #[error("the client certificate is not trusted: {0}")]
     UntrustedCertificate(String),
-    #[error("a client certificate signed by the client CA is required")]
+    #[error("a client certificate signed by the client CA is required, and none was presented (many clients present a certificate only when its issuer is the CA the server names)")]
     CertificateRequired,
 }
 
