@@ -170,6 +170,16 @@ impl Round {
             (2 * total + 1000).to_string(),
             "--session-idle-timeout".into(),
             "1h".into(),
+            // The bench is one caller opening thousands of chats and sockets at once: lift
+            // the limits that protect a real instance from exactly that.
+            "--connection-rate".into(),
+            "0".into(),
+            "--caller-rate".into(),
+            "0".into(),
+            "--max-chats-per-caller".into(),
+            (2 * total + 1000).to_string(),
+            "--max-concurrent-streams".into(),
+            (cfg.streams_per_connection + 256).to_string(),
         ];
         if tls {
             gw_args.extend(["--upstream-ca-file".into(), ca_file.display().to_string()]);
