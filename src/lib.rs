@@ -9,7 +9,8 @@
 //! - [`upstream`]: the Connect client over the official AWS SDK crates.
 //! - [`socket`] and [`item`]: the participant WebSocket protocol and transcript items.
 //! - [`store`]: session records behind a trait; [`secret`]: tokens that never print.
-//! - [`config`]: flags, environment and configuration file; [`pb`]: generated protobuf code.
+//! - [`config`]: flags, environment and configuration file; [`pb`]: generated protobuf code
+//!   (with the [`codec`] its services use).
 //! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP endpoint (health too).
 //! - [`security`]: caller authentication ([`auth`]), TLS ([`tls`], both for the listener and
 //!   for the upstream sockets), [`limits`] and request validation ([`validate`]), applied in
@@ -23,6 +24,7 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod bench;
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod item;

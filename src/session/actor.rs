@@ -94,7 +94,7 @@ impl Actor<'_> {
             if self.session.cancel.is_cancelled() {
                 return;
             }
-            let stop = match self.connect().await {
+            let stop = match Box::pin(self.connect()).await {
                 Ok(ws) => {
                     failures = 0;
                     self.set_upstream(pb::UpstreamState::Connected);
@@ -347,12 +347,12 @@ impl Actor<'_> {
                 }
                 _ = sleep_until_opt(end_deadline) => break Stop::Ended,
                 _ = sleep_until_opt(refresh_at) => {
-                    if let Err(stop) = self.refresh_token().await {
+                    if let Err(stop) = Box::pin(self.refresh_token()).await {
                         break stop;
                     }
                 }
                 _ = tokio::time::sleep_until(rotate_at) => {
-                    match self.rotate(&mut ws).await {
+                    match Box::pin(self.rotate(&mut ws)).await {
                         Ok(new) => {
                             ws = new;
                             awaiting_heartbeat = false;
