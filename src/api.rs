@@ -8,6 +8,7 @@ use crate::limits::{ChatsPerCaller, EventBudget, Limits};
 use crate::pb::{self, chat_gateway_server::ChatGateway};
 use crate::secret::{self, Secret, TokenHash};
 use crate::session::cursor::{self, Cursor};
+use crate::session::fanout::{Listener, RecvError};
 use crate::session::{Session, SessionError, Sessions, SharedEvent, SubscriberGuard};
 use crate::store::ChatRecord;
 use crate::upstream::{TranscriptQuery, UpstreamError};
@@ -21,7 +22,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 
 /// What the gateway starts chats with.
@@ -703,7 +703,7 @@ struct StreamState {
     /// them again (empty without a catch-up).
     skip: HashSet<String>,
     backlog: VecDeque<SharedEvent>,
-    live: tokio::sync::broadcast::Receiver<SharedEvent>,
+    live: Listener,
     ended_before: bool,
     /// The cursor of the last event delivered, for the caller to resume from.
     cursor: String,

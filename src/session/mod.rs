@@ -4,6 +4,7 @@
 
 mod actor;
 pub mod cursor;
+pub mod fanout;
 pub use crate::socket::rejected_frames;
 
 use crate::item::Item;
@@ -13,11 +14,12 @@ use crate::secret::Secret;
 use crate::store::{ChatRecord, SessionStore};
 use crate::upstream::{Connect, UpstreamError};
 use cursor::Cursor;
+use fanout::{Fanout, Listener};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -119,7 +121,7 @@ struct State {
     ended: bool,
     last_cursor: Option<Cursor>,
     /// `None` once the actor has stopped: no event will follow.
-    events: Option<broadcast::Sender<SharedEvent>>,
+    events: Option<Arc<Fanout>>,
 }
 
 /// A live chat. Cheap to share; the actor owns the socket.
@@ -157,7 +159,7 @@ pub struct SessionInfo {
 /// Where a subscription starts.
 pub struct Subscription {
     pub backlog: Vec<SharedEvent>,
-    pub live: broadcast::Receiver<SharedEvent>,
+    pub live: Listener,
     pub upstream: Upstream,
     /// The chat ended before the subscription; the backlog is all there is.
     pub ended: bool,
@@ -249,7 +251,7 @@ impl Session {
         resume: Option<&Cursor>,
     ) -> Result<Subscription, SessionError> {
         let st = self.lock();
-        let Some(sender) = st.events.as_ref() else {
+        let Some(fanout) = st.events.as_ref() else {
             return Err(if st.ended {
                 SessionError::Ended
             } else {
@@ -293,7 +295,7 @@ impl Session {
         self.touch();
         Ok(Subscription {
             backlog,
-            live: sender.subscribe(),
+            live: fanout.subscribe(),
             upstream: st.upstream,
             ended: st.ended,
             cursor: match resume {
@@ -327,8 +329,8 @@ impl Session {
         if item.is_chat_end() {
             st.ended = true;
         }
-        if let Some(tx) = &st.events {
-            let _ = tx.send(ev);
+        if let Some(fanout) = &st.events {
+            fanout.publish(ev);
         }
     }
 
@@ -356,13 +358,15 @@ impl Session {
             event: Some(event),
             ..Default::default()
         });
-        if let Some(tx) = &st.events {
-            let _ = tx.send(ev);
+        if let Some(fanout) = &st.events {
+            fanout.publish(ev);
         }
     }
 
     fn close(&self) {
-        self.lock().events = None;
+        if let Some(fanout) = self.lock().events.take() {
+            fanout.close();
+        }
         self.ready.send_replace(true);
     }
 }
@@ -470,7 +474,7 @@ impl Sessions {
                 self.inner.settings.max_sessions,
             ));
         }
-        let (events, _) = broadcast::channel(self.inner.settings.subscriber_queue.max(1));
+        let events = Fanout::new(self.inner.settings.subscriber_queue);
         let session = Arc::new(Session {
             contact_id: record.contact_id.clone(),
             participant_id: record.participant_id.clone(),
@@ -497,7 +501,7 @@ impl Sessions {
         drop(live);
         let inner = self.inner.clone();
         let s = session.clone();
-        self.inner.tasks.spawn(async move {
+        let fut = async move {
             actor::run(s.clone(), &inner.upstream, &inner.settings).await;
             if s.is_ended() {
                 if let Err(e) = inner.store.mark_ended(&s.contact_id).await {
@@ -510,10 +514,14 @@ impl Sessions {
                 s.metrics.upstream_sockets.dec();
             }
             let mut live = inner.live.lock().unwrap_or_else(|e| e.into_inner());
-            if live.get(&s.contact_id).is_some_and(|cur| Arc::ptr_eq(cur, &s)) {
+            if live
+                .get(&s.contact_id)
+                .is_some_and(|cur| Arc::ptr_eq(cur, &s))
+            {
                 live.remove(&s.contact_id);
             }
-        });
+        };
+        self.inner.tasks.spawn(fut);
         Ok(session)
     }
 
