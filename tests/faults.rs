@@ -125,6 +125,37 @@ async fn expired_connection_tokens_are_refreshed_for_calls() {
 }
 
 #[tokio::test]
+async fn connection_tokens_are_refreshed_before_they_expire() {
+    // Tokens live 1.5 s and are refreshed 1 s before: about every half second, with no call
+    // asking for it.
+    let mut h = Harness::with_options(
+        SimConfig {
+            agent: fast_agent(),
+            connection_token_ttl: Duration::from_millis(1500),
+            ..SimConfig::default()
+        },
+        |o| o.session.token_refresh_margin = Duration::from_secs(1),
+    )
+    .await;
+    let chat = h.start_chat("Ada").await;
+    let mut s = h.subscribe(&chat).await;
+    let first = h.sim.calls(Operation::CreateParticipantConnection);
+    wait_for(|| h.sim.calls(Operation::CreateParticipantConnection) >= first + 3).await;
+    // Well past the first token's expiry, a call goes through, on the same socket.
+    let sent = h.send(&chat, "still here").await;
+    let events = read_until(&mut s, |e| {
+        agent_texts(e).iter().any(|t| t == "Agent: still here")
+    })
+    .await;
+    assert!(events.iter().any(|e| e.item_id == sent.message_id));
+    assert!(!events
+        .iter()
+        .any(|e| upstream_is(e, pb::UpstreamState::Reconnecting)));
+    assert_eq!(h.sim.open_sockets(&chat.contact_id), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn a_chat_that_ended_while_disconnected_ends_its_streams() {
     let mut h = Harness::start().await;
     let chat = h.start_chat("Ada").await;

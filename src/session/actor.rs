@@ -336,34 +336,51 @@ impl Actor<'_> {
         let idle_check = (self.settings.idle_timeout / 4).max(Duration::from_millis(10));
         let mut idle = tokio::time::interval(idle_check);
         idle.tick().await;
-        let mut end_deadline: Option<tokio::time::Instant> = None;
-        let mut rotate_at = tokio::time::Instant::now() + self.settings.rotate_interval;
+        // The timers live across iterations and are re-armed only when their deadline moves:
+        // rebuilding them for every frame cost a timer-wheel registration per event.
+        let session = self.session.clone();
+        let cancelled = session.cancel.cancelled();
+        tokio::pin!(cancelled);
+        let ending = session.ending.cancelled();
+        tokio::pin!(ending);
+        let mut ending_started = false;
+        let end = tokio::time::sleep(FAR);
+        tokio::pin!(end);
+        let mut refresh_armed = self.refresh_at().is_some();
+        let refresh = tokio::time::sleep_until(self.refresh_at().unwrap_or_else(far));
+        tokio::pin!(refresh);
+        let rotate = tokio::time::sleep(self.settings.rotate_interval);
+        tokio::pin!(rotate);
         let stop = loop {
-            let refresh_at = self.refresh_at();
             tokio::select! {
-                _ = self.session.cancel.cancelled() => break Stop::Closed,
-                _ = self.session.ending.cancelled(), if end_deadline.is_none() => {
-                    end_deadline = Some(tokio::time::Instant::now() + self.settings.end_grace);
+                _ = &mut cancelled => break Stop::Closed,
+                _ = &mut ending, if !ending_started => {
+                    ending_started = true;
+                    end.as_mut().reset(tokio::time::Instant::now() + self.settings.end_grace);
                 }
-                _ = sleep_until_opt(end_deadline) => break Stop::Ended,
-                _ = sleep_until_opt(refresh_at) => {
+                _ = &mut end, if ending_started => break Stop::Ended,
+                _ = &mut refresh, if refresh_armed => {
                     if let Err(stop) = Box::pin(self.refresh_token()).await {
                         break stop;
                     }
+                    refresh_armed = self.rearm_refresh(refresh.as_mut());
                 }
-                _ = tokio::time::sleep_until(rotate_at) => {
-                    match Box::pin(self.rotate(&mut ws)).await {
+                _ = &mut rotate => {
+                    let next = match Box::pin(self.rotate(&mut ws)).await {
                         Ok(new) => {
                             ws = new;
                             awaiting_heartbeat = false;
-                            rotate_at = tokio::time::Instant::now() + self.settings.rotate_interval;
+                            self.settings.rotate_interval
                         }
                         Err(UpstreamError::AccessDenied) => break Stop::Ended,
                         Err(e) => {
                             tracing::info!(error = %e, "socket rotation failed; keeping the current socket");
-                            rotate_at = tokio::time::Instant::now() + self.settings.reconnect_max;
+                            self.settings.reconnect_max
                         }
-                    }
+                    };
+                    rotate.as_mut().reset(tokio::time::Instant::now() + next);
+                    // A rotation fetches a fresh connection token.
+                    refresh_armed = self.rearm_refresh(refresh.as_mut());
                 }
                 _ = heartbeat.tick() => {
                     if awaiting_heartbeat {
@@ -427,6 +444,17 @@ impl Actor<'_> {
         stop
     }
 
+    /// Points the refresh timer at the current token's refresh time; false when there is none.
+    fn rearm_refresh(&self, timer: std::pin::Pin<&mut tokio::time::Sleep>) -> bool {
+        match self.refresh_at() {
+            Some(at) => {
+                timer.reset(at);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn refresh_at(&self) -> Option<tokio::time::Instant> {
         let expiry = self.token_expiry?;
         let left = expiry
@@ -463,11 +491,11 @@ impl Actor<'_> {
     }
 }
 
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
+/// A deadline that never comes, for timers not armed yet.
+const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+fn far() -> tokio::time::Instant {
+    tokio::time::Instant::now() + FAR
 }
 
 fn settings_delay(settings: &SessionSettings, failures: u32) -> Duration {
