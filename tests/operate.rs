@@ -253,3 +253,68 @@ async fn sigterm_ends_streams_with_a_cursor_that_resumes_on_a_new_process() {
     assert!(b.wait_exit(Duration::from_secs(8)).success());
     sim.shutdown().await;
 }
+
+/// Replicas replaying StartChat and ending the chat at the same moment never lose each
+/// other's updates in the shared store: every chat token survives (up to the four kept), and
+/// the end sticks.
+#[tokio::test]
+async fn concurrent_updates_to_a_shared_record_are_all_kept() {
+    use connect_chat_gateway::secret::{Secret, TokenHash};
+    use connect_chat_gateway::store::{ChatRecord, RedisStore, SessionStore};
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    let prefix = format!("test-race-{}-{}:", std::process::id(), rand_suffix());
+    let store = Arc::new(
+        RedisStore::connect("redis://127.0.0.1:6379/0", &prefix, Duration::from_secs(60))
+            .await
+            .expect("Redis at 127.0.0.1:6379"),
+    );
+    let record = |id: &str, token: &str| ChatRecord {
+        contact_id: id.into(),
+        participant_id: "p".into(),
+        participant_token: Secret::new("participant-token"),
+        chat_token_hashes: vec![TokenHash::of(token)],
+        content_types: vec!["text/plain".into()],
+        started_at: SystemTime::now(),
+        ended: false,
+        owner: "key:ops".into(),
+    };
+    for round in 0..20 {
+        let id = format!("contact-{round}");
+        store.upsert(record(&id, "t0")).await.unwrap();
+        let mut tasks = Vec::new();
+        for t in ["t1", "t2", "t3"] {
+            let (store, r) = (store.clone(), record(&id, t));
+            tasks.push(tokio::spawn(async move {
+                store.upsert(r).await.unwrap();
+            }));
+        }
+        let (s, i) = (store.clone(), id.clone());
+        tasks.push(tokio::spawn(async move { s.mark_ended(&i).await.unwrap() }));
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let stored = store.get(&id).await.unwrap().expect("the record");
+        assert!(stored.ended, "round {round}: the end was lost");
+        for t in ["t0", "t1", "t2", "t3"] {
+            assert!(
+                stored.token_matches(t),
+                "round {round}: chat token {t} was lost"
+            );
+        }
+        // A fifth token pushes out the oldest.
+        let replayed = store.upsert(record(&id, "t4")).await.unwrap();
+        assert!(replayed.token_matches("t4") && !replayed.token_matches("t0"));
+        assert!(replayed.ended, "a replay brought an ended chat back");
+        store.remove(&id).await.unwrap();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}

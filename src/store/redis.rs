@@ -1,30 +1,78 @@
 //! A Redis-backed [`SessionStore`], so that several gateway processes serve the same chats
-//! (a subscriber drained from one replica resumes on another). Records are JSON values under
-//! `{prefix}chat:{contact_id}` with a time to live longer than any chat lasts. The participant
-//! token is stored as Connect issued it: keep Redis private to the gateway.
+//! (a subscriber drained from one replica resumes on another). Each chat is a hash under
+//! `{prefix}chat:{contact_id}`, with a time to live longer than any chat lasts: `record`, the
+//! fields that never change (JSON); `tokens`, the hashes of the valid chat tokens; and
+//! `ended`. A replayed StartChat and the chat's end change the record with one script each,
+//! which Redis runs atomically, so concurrent replicas never lose each other's updates. The
+//! participant token is stored as Connect issued it: keep Redis private to the gateway.
 
-use super::{ChatRecord, SessionStore, StoreError};
+use super::{ChatRecord, SessionStore, StoreError, MAX_TOKENS_PER_CHAT};
 use crate::secret::{Secret, TokenHash};
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
-use redis::AsyncCommands;
+use redis::Script;
 use serde::{Deserialize, Serialize};
+use std::sync::LazyLock;
 use std::time::{Duration, UNIX_EPOCH};
 
+/// The fields of a chat's record that never change.
 #[derive(Serialize, Deserialize)]
-struct Stored {
+struct Fixed {
     contact_id: String,
     participant_id: String,
     participant_token: String,
-    /// Hex SHA-256 of each valid chat token.
-    chat_token_hashes: Vec<String>,
     content_types: Vec<String>,
     started_at_ms: u64,
-    ended: bool,
     /// The principal that started the chat.
     #[serde(default)]
     owner: String,
 }
+
+/// Creates the record, or adds a replay's token hashes to it (the newest kept), and
+/// answers the record as it now is: `{record, tokens, ended}`.
+/// KEYS[1]: the chat's hash. ARGV: the fixed fields (JSON), the TTL in ms, the most tokens
+/// kept, and the new token hashes (space-separated).
+static UPSERT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HSETNX', KEYS[1], 'record', ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'tokens', ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {ARGV[1], ARGV[4], '0'}
+end
+local tokens, have = {}, {}
+for t in string.gmatch(redis.call('HGET', KEYS[1], 'tokens') or '', '%S+') do
+  table.insert(tokens, t)
+  have[t] = true
+end
+for t in string.gmatch(ARGV[4], '%S+') do
+  if not have[t] then
+    table.insert(tokens, t)
+    have[t] = true
+  end
+end
+while #tokens > tonumber(ARGV[3]) do
+  table.remove(tokens, 1)
+end
+local joined = table.concat(tokens, ' ')
+redis.call('HSET', KEYS[1], 'tokens', joined)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {redis.call('HGET', KEYS[1], 'record'), joined, redis.call('HGET', KEYS[1], 'ended') or '0'}
+",
+    )
+});
+
+/// Marks an existing record ended. KEYS[1]: the chat's hash.
+static MARK_ENDED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'ended', '1')
+end
+return 0
+",
+    )
+});
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -41,47 +89,54 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-impl From<&ChatRecord> for Stored {
+impl From<&ChatRecord> for Fixed {
     fn from(r: &ChatRecord) -> Self {
         Self {
             contact_id: r.contact_id.clone(),
             participant_id: r.participant_id.clone(),
             participant_token: r.participant_token.expose().to_owned(),
-            chat_token_hashes: r
-                .chat_token_hashes
-                .iter()
-                .map(|h| hex(h.as_bytes()))
-                .collect(),
             content_types: r.content_types.clone(),
             started_at_ms: r
                 .started_at
                 .duration_since(UNIX_EPOCH)
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
                 .unwrap_or(0),
-            ended: r.ended,
             owner: r.owner.clone(),
         }
     }
 }
 
-impl Stored {
-    fn into_record(self) -> ChatRecord {
-        ChatRecord {
-            contact_id: self.contact_id,
-            participant_id: self.participant_id,
-            participant_token: Secret::new(self.participant_token),
-            chat_token_hashes: self
-                .chat_token_hashes
-                .iter()
-                .filter_map(|h| unhex(h))
-                .map(TokenHash::from_bytes)
-                .collect(),
-            content_types: self.content_types,
-            started_at: UNIX_EPOCH + Duration::from_millis(self.started_at_ms),
-            ended: self.ended,
-            owner: self.owner,
+fn tokens_field(hashes: &[TokenHash]) -> String {
+    hashes
+        .iter()
+        .map(|h| hex(h.as_bytes()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A record from its three stored fields; `None` (and a warning) when it does not parse.
+fn record_of(fixed: &str, tokens: &str, ended: &str) -> Option<ChatRecord> {
+    let fixed: Fixed = match serde_json::from_str(fixed) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable session record ignored");
+            return None;
         }
-    }
+    };
+    Some(ChatRecord {
+        contact_id: fixed.contact_id,
+        participant_id: fixed.participant_id,
+        participant_token: Secret::new(fixed.participant_token),
+        chat_token_hashes: tokens
+            .split_whitespace()
+            .filter_map(unhex)
+            .map(TokenHash::from_bytes)
+            .collect(),
+        content_types: fixed.content_types,
+        started_at: UNIX_EPOCH + Duration::from_millis(fixed.started_at_ms),
+        ended: ended == "1",
+        owner: fixed.owner,
+    })
 }
 
 /// Session records in Redis.
@@ -118,74 +173,65 @@ impl RedisStore {
         format!("{}chat:{contact_id}", self.prefix)
     }
 
-    async fn read(&self, key: &str) -> Result<Option<ChatRecord>, StoreError> {
-        let mut conn = self.conn.clone();
-        let raw: Option<String> = conn.get(key).await.map_err(unavailable)?;
-        Ok(raw.and_then(|s| match serde_json::from_str::<Stored>(&s) {
-            Ok(stored) => Some(stored.into_record()),
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable session record ignored");
-                None
-            }
-        }))
-    }
-
-    async fn write(
-        &self,
-        key: &str,
-        record: &ChatRecord,
-        only_new: bool,
-    ) -> Result<bool, StoreError> {
-        let json = serde_json::to_string(&Stored::from(record))
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let mut conn = self.conn.clone();
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key)
-            .arg(json)
-            .arg("PX")
-            .arg(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX));
-        if only_new {
-            cmd.arg("NX");
-        }
-        let reply: Option<String> = cmd.query_async(&mut conn).await.map_err(unavailable)?;
-        Ok(reply.is_some())
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)
     }
 }
 
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn upsert(&self, record: ChatRecord) -> Result<ChatRecord, StoreError> {
-        let key = self.key(&record.contact_id);
-        if self.write(&key, &record, true).await? {
-            return Ok(record);
-        }
-        // A replayed StartChat: merge the new chat token into the stored record.
-        let mut existing = self.read(&key).await?.unwrap_or_else(|| record.clone());
-        if existing.chat_token_hashes != record.chat_token_hashes {
-            existing.merge(record);
-        }
-        self.write(&key, &existing, false).await?;
-        Ok(existing)
+        let fixed = serde_json::to_string(&Fixed::from(&record))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut conn = self.conn.clone();
+        let (fixed, tokens, ended): (String, String, String) = UPSERT
+            .key(self.key(&record.contact_id))
+            .arg(fixed)
+            .arg(self.ttl_ms())
+            .arg(MAX_TOKENS_PER_CHAT)
+            .arg(tokens_field(&record.chat_token_hashes))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        record_of(&fixed, &tokens, &ended)
+            .ok_or_else(|| StoreError::Unavailable("the stored record is unreadable".into()))
     }
 
     async fn get(&self, contact_id: &str) -> Result<Option<ChatRecord>, StoreError> {
-        self.read(&self.key(contact_id)).await
+        let mut conn = self.conn.clone();
+        let (fixed, tokens, ended): (Option<String>, Option<String>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(self.key(contact_id))
+                .arg("record")
+                .arg("tokens")
+                .arg("ended")
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        Ok(fixed.and_then(|f| {
+            record_of(
+                &f,
+                tokens.as_deref().unwrap_or(""),
+                ended.as_deref().unwrap_or("0"),
+            )
+        }))
     }
 
     async fn mark_ended(&self, contact_id: &str) -> Result<(), StoreError> {
-        let key = self.key(contact_id);
-        if let Some(mut r) = self.read(&key).await? {
-            if !r.ended {
-                r.ended = true;
-                self.write(&key, &r, false).await?;
-            }
-        }
+        let mut conn = self.conn.clone();
+        let _: i64 = MARK_ENDED
+            .key(self.key(contact_id))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
     async fn remove(&self, contact_id: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _: () = conn.del(self.key(contact_id)).await.map_err(unavailable)?;
+        let _: () = redis::AsyncCommands::del(&mut conn, self.key(contact_id))
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -193,7 +239,9 @@ impl SessionStore for RedisStore {
         let mut conn = self.conn.clone();
         let pattern = format!("{}chat:*", self.prefix);
         let mut keys: redis::AsyncIter<String> =
-            conn.scan_match(pattern).await.map_err(unavailable)?;
+            redis::AsyncCommands::scan_match(&mut conn, pattern)
+                .await
+                .map_err(unavailable)?;
         let mut n = 0;
         while let Some(k) = futures::StreamExt::next(&mut keys).await {
             if k.is_ok() {
@@ -210,25 +258,25 @@ mod tests {
     use std::time::SystemTime;
 
     #[test]
-    fn records_round_trip_through_json() {
+    fn records_round_trip_through_their_fields() {
         let r = ChatRecord {
             contact_id: "c".into(),
             participant_id: "p".into(),
             participant_token: Secret::new("pt"),
-            chat_token_hashes: vec![TokenHash::of("t")],
+            chat_token_hashes: vec![TokenHash::of("t"), TokenHash::of("u")],
             content_types: vec!["text/plain".into()],
             started_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1234),
             ended: false,
             owner: "key:ops".into(),
         };
-        let back =
-            serde_json::from_str::<Stored>(&serde_json::to_string(&Stored::from(&r)).unwrap())
-                .unwrap()
-                .into_record();
-        assert!(back.token_matches("t") && !back.token_matches("u"));
+        let fixed = serde_json::to_string(&Fixed::from(&r)).unwrap();
+        let back = record_of(&fixed, &tokens_field(&r.chat_token_hashes), "1").unwrap();
+        assert!(back.token_matches("t") && back.token_matches("u") && !back.token_matches("v"));
         assert_eq!(back.started_at, r.started_at);
         assert_eq!(back.participant_token.expose(), "pt");
         assert_eq!(back.owner, "key:ops");
+        assert!(back.ended);
+        assert!(record_of("not json", "", "0").is_none());
         assert_eq!(unhex("zz"), None);
     }
 }
