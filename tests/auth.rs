@@ -419,41 +419,48 @@ async fn tls_client(
     Ok(ChatGatewayClient::new(channel))
 }
 
-#[tokio::test]
-async fn mutual_tls_makes_the_certificate_subject_the_principal() {
-    let pki = Pki::new("test client CA");
-    let rogue = Pki::new("rogue CA");
+/// A gateway serving only TLS, with a certificate for `localhost` from `pki`, which is also
+/// its client CA. The harness's own plaintext connection fails: use [`tls_client`].
+async fn mtls_harness(pki: &Pki, auth: Authenticator) -> Harness {
     let (server_cert, server_key) = pki.leaf("gateway", &["localhost"]);
-    let client_a = pki.leaf("client-a", &[]);
-    let client_b = pki.leaf("client-b", &[]);
-    let impostor = rogue.leaf("client-a", &[]);
-    let auth = Authenticator {
-        // An API key too, so a client certificate is optional at the TLS layer.
-        api_keys: vec![api_key("mobile", MOBILE_KEY)],
-        client_certificates: true,
-        operators: ["cert:CN=client-b".to_string()].into(),
-        ..Default::default()
-    };
+    let tls = TlsSettings::from_pem(
+        server_cert.as_bytes(),
+        server_key.as_bytes(),
+        Some(pki.ca_pem.as_bytes()),
+        Default::default(),
+    )
+    .unwrap();
     let security = SecurityOptions {
         auth: Arc::new(auth),
-        tls: Some(
-            TlsSettings::from_pem(
-                server_cert.as_bytes(),
-                server_key.as_bytes(),
-                Some(pki.ca_pem.as_bytes()),
-                Default::default(),
-            )
-            .unwrap(),
-        ),
+        tls: Some(tls),
         ..Default::default()
     };
-    // The harness's own plaintext connection: the gateway speaks only TLS, so it fails.
-    let h = Harness::with_options_lazy(
+    Harness::with_options_lazy(
         SimConfig {
             agent: fast_agent(),
             ..SimConfig::default()
         },
         |o| o.security = security,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn mutual_tls_makes_the_certificate_subject_the_principal() {
+    let pki = Pki::new("test client CA");
+    let rogue = Pki::new("rogue CA");
+    let client_a = pki.leaf("client-a", &[]);
+    let client_b = pki.leaf("client-b", &[]);
+    let impostor = rogue.leaf("client-a", &[]);
+    let h = mtls_harness(
+        &pki,
+        Authenticator {
+            // An API key too: a client certificate is one credential among others.
+            api_keys: vec![api_key("mobile", MOBILE_KEY)],
+            client_certificates: true,
+            operators: ["cert:CN=client-b".to_string()].into(),
+            ..Default::default()
+        },
     )
     .await;
 
@@ -513,32 +520,14 @@ async fn mutual_tls_makes_the_certificate_subject_the_principal() {
 #[tokio::test]
 async fn with_mutual_tls_alone_every_call_needs_a_trusted_certificate() {
     let pki = Pki::new("test client CA");
-    let (server_cert, server_key) = pki.leaf("gateway", &["localhost"]);
     let client = pki.leaf("client-a", &[]);
-    let auth = Authenticator {
-        client_certificates: true,
-        client_certificate_required: true,
-        ..Default::default()
-    };
-    let security = SecurityOptions {
-        auth: Arc::new(auth),
-        tls: Some(
-            TlsSettings::from_pem(
-                server_cert.as_bytes(),
-                server_key.as_bytes(),
-                Some(pki.ca_pem.as_bytes()),
-                Default::default(),
-            )
-            .unwrap(),
-        ),
-        ..Default::default()
-    };
-    let h = Harness::with_options_lazy(
-        SimConfig {
-            agent: fast_agent(),
-            ..SimConfig::default()
+    let h = mtls_harness(
+        &pki,
+        Authenticator {
+            client_certificates: true,
+            client_certificate_required: true,
+            ..Default::default()
         },
-        |o| o.security = security,
     )
     .await;
     let mut anonymous = tls_client(&h, &pki.ca_pem, None).await.unwrap();
