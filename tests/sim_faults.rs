@@ -97,13 +97,7 @@ async fn answer_delay_holds_every_operation_back() {
     let delay = Duration::from_millis(200);
     env.sim.set_answer_delay(delay);
     let started = tokio::time::Instant::now();
-    let sent = env
-        .participant
-        .send_message()
-        .connection_token(&chat.connection_token)
-        .content_type("text/plain")
-        .content("slow")
-        .send()
+    let sent = send_text(&env.participant, &chat.connection_token, "slow")
         .await
         .expect("a slow answer is still an answer");
     assert!(started.elapsed() >= delay);
@@ -129,14 +123,7 @@ async fn answer_delay_holds_every_operation_back() {
 async fn fail_next_maps_each_kind_to_the_typed_error() {
     let env = start(quiet_config()).await;
     let chat = env.chat().await;
-    let send = || {
-        env.participant
-            .send_message()
-            .connection_token(&chat.connection_token)
-            .content_type("text/plain")
-            .content("x")
-            .send()
-    };
+    let send = || send_text(&env.participant, &chat.connection_token, "x");
     env.sim
         .fail_next(Operation::SendMessage, 2, FaultKind::Throttling);
     for _ in 0..2 {
@@ -240,12 +227,7 @@ async fn sdk_retries_through_transient_faults() {
     );
     env.sim
         .fail_next(Operation::SendMessage, 2, FaultKind::InternalServer);
-    retrying
-        .send_message()
-        .connection_token(&chat.connection_token)
-        .content_type("text/plain")
-        .content("third time lucky")
-        .send()
+    send_text(&retrying, &chat.connection_token, "third time lucky")
         .await
         .expect("the third attempt succeeds");
     assert_eq!(env.sim.calls(Operation::SendMessage), 3);
@@ -257,25 +239,13 @@ async fn expired_connection_tokens_and_socket_urls() {
     let env = start(quiet_config()).await;
     let chat = env.chat().await;
     env.sim.expire_connection_tokens(Some(&chat.contact_id));
-    let e = env
-        .participant
-        .send_message()
-        .connection_token(&chat.connection_token)
-        .content_type("text/plain")
-        .content("x")
-        .send()
-        .await;
+    let e = send_text(&env.participant, &chat.connection_token, "x").await;
     assert!(e
         .unwrap_err()
         .into_service_error()
         .is_access_denied_exception());
     let (fresh, url) = env.connect_participant(&chat.participant_token).await;
-    env.participant
-        .send_message()
-        .connection_token(&fresh)
-        .content_type("text/plain")
-        .content("x")
-        .send()
+    send_text(&env.participant, &fresh, "x")
         .await
         .expect("a fresh token works");
 
@@ -437,14 +407,7 @@ async fn admin_api_end_to_end() {
     )
     .await;
     assert_eq!(s, 200);
-    let e = env
-        .participant
-        .send_message()
-        .connection_token(&chat.connection_token)
-        .content_type("text/plain")
-        .content("x")
-        .send()
-        .await;
+    let e = send_text(&env.participant, &chat.connection_token, "x").await;
     assert!(e
         .unwrap_err()
         .into_service_error()

@@ -99,13 +99,7 @@ async fn start_chat_and_connections() {
 async fn messages_events_and_transcript_items() {
     let env = start(quiet_config()).await;
     let chat = env.chat().await;
-    let sent = env
-        .participant
-        .send_message()
-        .connection_token(&chat.connection_token)
-        .content_type("text/plain")
-        .content("hello")
-        .send()
+    let sent = send_text(&env.participant, &chat.connection_token, "hello")
         .await
         .unwrap();
     let id = sent.id().unwrap().to_owned();
@@ -303,34 +297,19 @@ async fn participant_validation_errors_are_typed() {
     let p = &env.participant;
     let t = chat.connection_token.as_str();
 
-    let e = p
-        .send_message()
-        .connection_token(t)
-        .content_type("text/plain")
-        .content("")
-        .send()
-        .await;
+    let e = send_text(p, t, "").await;
     let e = e.unwrap_err().into_service_error();
     assert!(e.is_validation_exception());
     assert_eq!(
         e.message(),
         Some("Content must be between 1 and 16384 characters")
     );
-    let e = p
-        .send_message()
-        .connection_token(t)
-        .content_type("text/plain")
-        .content("x".repeat(16385))
-        .send()
+    let e = send_text(p, t, &"x".repeat(16385))
         .await
         .unwrap_err()
         .into_service_error();
     assert!(e.is_validation_exception());
-    p.send_message()
-        .connection_token(t)
-        .content_type("text/plain")
-        .content("x".repeat(16384))
-        .send()
+    send_text(p, t, &"x".repeat(16384))
         .await
         .expect("16384 characters are fine");
     // Not in this chat's default SupportedMessagingContentTypes.
@@ -516,13 +495,7 @@ async fn access_denied_cases() {
             .into_service_error()
             .is_access_denied_exception()
     };
-    let send = |token: &str| {
-        p.send_message()
-            .connection_token(token)
-            .content_type("text/plain")
-            .content("x")
-            .send()
-    };
+    let send = |token: &str| send_text(p, token, "x");
     assert!(denied(send("unknown-token").await));
     assert!(
         denied(

@@ -321,14 +321,7 @@ async fn end_keyword_ends_the_chat_and_closes_sockets() {
     );
     assert!(socket_ends(&mut ws).await);
     assert_eq!(env.sim.chat_ended(&chat.contact_id), Some(true));
-    let e = env
-        .participant
-        .send_message()
-        .connection_token(&chat.connection_token)
-        .content_type("text/plain")
-        .content("too late")
-        .send()
-        .await;
+    let e = send_text(&env.participant, &chat.connection_token, "too late").await;
     assert!(e
         .unwrap_err()
         .into_service_error()

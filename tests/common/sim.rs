@@ -15,6 +15,27 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
+/// SendMessage of a `text/plain` message through the SDK (the future borrows nothing).
+pub fn send_text(
+    participant: &aws_sdk_connectparticipant::Client,
+    connection_token: &str,
+    content: &str,
+) -> impl std::future::Future<
+    Output = Result<
+        aws_sdk_connectparticipant::operation::send_message::SendMessageOutput,
+        aws_sdk_connectparticipant::error::SdkError<
+            aws_sdk_connectparticipant::operation::send_message::SendMessageError,
+        >,
+    >,
+> {
+    participant
+        .send_message()
+        .connection_token(connection_token)
+        .content_type("text/plain")
+        .content(content)
+        .send()
+}
+
 pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -150,12 +171,7 @@ impl Env {
     }
 
     pub async fn say(&self, chat: &Chat, text: &str) -> String {
-        self.participant
-            .send_message()
-            .connection_token(&chat.connection_token)
-            .content_type("text/plain")
-            .content(text)
-            .send()
+        send_text(&self.participant, &chat.connection_token, text)
             .await
             .expect("SendMessage")
             .id()
