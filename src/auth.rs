@@ -4,6 +4,7 @@
 //! (authenticated, within its caller's rate) and puts the principal into its extensions.
 
 use crate::limits::{CallSlot, CallerRates, Limits, SlotBody};
+use crate::metrics::Metrics;
 use crate::tls::{ClientCertificate, ConnInfo};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -384,6 +385,8 @@ pub struct AuthLayer {
     rates: CallerRates,
     request_timeout: Duration,
     max_calls_per_connection: usize,
+    /// Where calls this layer answers itself are counted (`grpc_calls_total`).
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl AuthLayer {
@@ -393,8 +396,43 @@ impl AuthLayer {
             rates: CallerRates::new(limits),
             request_timeout: limits.request_timeout,
             max_calls_per_connection: limits.max_concurrent_streams as usize,
+            metrics: None,
         }
     }
+
+    /// Counts the calls this layer refuses or times out, beside those the service answers.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Counts a call this layer answered with `status` and turns it into the response.
+    fn answer(
+        metrics: Option<&Arc<Metrics>>,
+        method: Option<&'static str>,
+        status: Status,
+    ) -> http::Response<tonic::body::Body> {
+        if let (Some(m), Some(method)) = (metrics, method) {
+            m.grpc_call(method, status.code());
+        }
+        status.into_http()
+    }
+}
+
+/// The public API's methods, as metric labels (other services are not counted).
+const METHODS: [&str; 7] = [
+    "StartChat",
+    "SendMessage",
+    "SendEvent",
+    "Subscribe",
+    "GetTranscript",
+    "EndChat",
+    "GetChat",
+];
+
+fn method_label(path: &str) -> Option<&'static str> {
+    let name = path.strip_prefix("/chatgateway.v1.ChatGateway/")?;
+    METHODS.into_iter().find(|m| *m == name)
 }
 
 impl<S> tower::Layer<S> for AuthLayer {
@@ -462,12 +500,17 @@ where
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let method = method_label(req.uri().path());
+        let metrics = self.layer.metrics.clone();
         if !exempt(req.uri().path(), &self.layer.auth) {
             match self.layer.admit(&req) {
                 Ok(principal) => {
                     req.extensions_mut().insert(principal);
                 }
-                Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
+                Err(status) => {
+                    let answer = AuthLayer::answer(metrics.as_ref(), method, status);
+                    return Box::pin(async move { Ok(answer) });
+                }
             }
         }
         let slot = match req.extensions().get::<ConnInfo>() {
@@ -480,7 +523,8 @@ where
                          wait for one to end or open another connection",
                             self.layer.max_calls_per_connection
                         ));
-                        return Box::pin(async move { Ok(status.into_http()) });
+                        let answer = AuthLayer::answer(metrics.as_ref(), method, status);
+                        return Box::pin(async move { Ok(answer) });
                     }
                 }
             }
@@ -497,11 +541,14 @@ where
                         None => response,
                     }
                 }),
-                Err(_) => Ok(Status::deadline_exceeded(format!(
-                    "the call took longer than the gateway's request timeout ({})",
-                    humantime::format_duration(timeout)
-                ))
-                .into_http()),
+                Err(_) => Ok(AuthLayer::answer(
+                    metrics.as_ref(),
+                    method,
+                    Status::deadline_exceeded(format!(
+                        "the call took longer than the gateway's request timeout ({})",
+                        humantime::format_duration(timeout)
+                    )),
+                )),
             }
         })
     }

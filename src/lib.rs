@@ -96,6 +96,7 @@ pub async fn serve_with(
         None => Arc::new(MemoryStore::new(options.store_capacity)),
     };
     let metrics = upstream.metrics().clone();
+    let call_metrics = metrics.clone();
     let limits = &options.security.limits;
     let upstream = upstream.with_limits(limits);
     let sessions = Sessions::new(upstream, store, options.session.clone());
@@ -143,7 +144,7 @@ pub async fn serve_with(
         stopping_tx.send_replace(true);
         sessions.shutdown(grace).await;
     };
-    let server = security::server(&options.security)?
+    let server = security::server(&options.security, call_metrics)?
         .http2_keepalive_interval(Some(options.http2_keepalive))
         .http2_keepalive_timeout(Some(options.http2_keepalive * 2))
         .add_service(health_service)

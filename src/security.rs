@@ -250,6 +250,7 @@ impl SecurityArgs {
 /// The gRPC server builder with TLS, the server-wide bounds and the [`AuthLayer`] applied.
 pub fn server(
     options: &SecurityOptions,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<Server<Stack<AuthLayer, tower::layer::util::Identity>>, tonic::transport::Error> {
     let limits = &options.limits;
     // The request timeout and the limit of calls per connection are the AuthLayer's, which
@@ -258,7 +259,7 @@ pub fn server(
     // protocol still holds back a client that ignores the answers.
     let builder =
         Server::builder().max_concurrent_streams(limits.max_concurrent_streams.saturating_mul(2));
-    Ok(builder.layer(AuthLayer::new(options.auth.clone(), limits)))
+    Ok(builder.layer(AuthLayer::new(options.auth.clone(), limits).with_metrics(metrics)))
 }
 
 /// Without authentication the gateway serves only loopback, unless explicitly allowed.

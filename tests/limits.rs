@@ -138,6 +138,13 @@ async fn a_call_past_the_request_timeout_is_deadline_exceeded() {
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
     assert!(e.message().contains("request timeout"), "{e:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
+    let (_, metrics) = http_get(h.admin, "/metrics").await;
+    assert!(
+        metrics.contains(
+            "chatgateway_grpc_calls_total{method=\"SendMessage\",code=\"DEADLINE_EXCEEDED\"} 1"
+        ),
+        "{metrics}"
+    );
     h.sim.set_answer_delay(Duration::ZERO);
     h.stop().await;
 }
@@ -169,6 +176,17 @@ async fn calls_past_the_per_connection_limit_are_resource_exhausted_until_one_en
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    // Refused before any service saw them, and still counted.
+    let (_, metrics) = http_get(h.admin, "/metrics").await;
+    for method in ["Subscribe", "GetChat"] {
+        let series = format!(
+            "chatgateway_grpc_calls_total{{method=\"{method}\",code=\"RESOURCE_EXHAUSTED\"}} 1"
+        );
+        assert!(
+            metrics.contains(&series),
+            "{series} missing from:\n{metrics}"
+        );
+    }
     // Once a stream ends, its slot is free again (the reset reaches the gateway a moment
     // after the client drops the stream).
     drop(s1);
