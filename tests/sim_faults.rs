@@ -120,6 +120,33 @@ async fn answer_delay_holds_every_operation_back() {
 }
 
 #[tokio::test]
+async fn rate_quotas_throttle_calls_past_the_published_burst() {
+    let env = start(SimConfig {
+        rate_quotas: true,
+        ..quiet_config()
+    })
+    .await;
+    let chat = env.chat().await;
+    // 40 SendMessage calls at once against 10/s with a burst of 15.
+    let calls =
+        (0..40).map(|i| send_text(&env.participant, &chat.connection_token, &format!("m{i}")));
+    let results = futures::future::join_all(calls).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    for r in results.into_iter().filter_map(Result::err) {
+        assert!(r.into_service_error().is_throttling_exception());
+    }
+    assert!((15..40).contains(&ok), "{ok} of 40 went through");
+    // Each operation has its own bucket: GetTranscript still answers.
+    env.participant
+        .get_transcript()
+        .connection_token(&chat.connection_token)
+        .send()
+        .await
+        .expect("GetTranscript has its own quota");
+    env.sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn fail_next_maps_each_kind_to_the_typed_error() {
     let env = start(quiet_config()).await;
     let chat = env.chat().await;

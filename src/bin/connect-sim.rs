@@ -85,6 +85,10 @@ struct Args {
     /// Write the generated CA certificate (PEM) to this file, for clients to trust.
     #[arg(long, env = "CONNECT_SIM_TLS_CA_FILE", requires = "tls")]
     tls_ca_file: Option<std::path::PathBuf>,
+    /// Enforce Connect's published API rate quotas (StartChatContact 5/s burst 8, SendMessage
+    /// and SendEvent 10/s burst 15, ...): calls over them get ThrottlingException (429).
+    #[arg(long, env = "CONNECT_SIM_RATE_QUOTAS")]
+    rate_quotas: bool,
 }
 
 impl Args {
@@ -94,6 +98,7 @@ impl Args {
             public_base_url: self.public_base_url,
             socket_base_url: self.socket_base_url,
             tls: self.tls,
+            rate_quotas: self.rate_quotas,
             connection_token_ttl: Duration::from_secs(self.connection_token_ttl_secs),
             socket_url_ttl: Duration::from_secs(self.socket_url_ttl_secs),
             max_sockets_per_participant: self.max_sockets_per_participant,

@@ -95,6 +95,10 @@ pub struct SimConfig {
     pub agent_queue: usize,
     /// How long [`SimHandle::shutdown`] waits for connections and tasks before aborting.
     pub shutdown_grace: Duration,
+    /// Enforce Connect's published API rate quotas ([`Operation::rate_quota`]): a call over
+    /// its operation's token bucket fails with ThrottlingException (429), as Connect does.
+    /// Off by default, so tests and benchmarks are limited only by what they inject.
+    pub rate_quotas: bool,
     /// The scripted agent.
     pub agent: AgentConfig,
 }
@@ -122,6 +126,7 @@ impl Default for SimConfig {
             upload_url_ttl: Duration::from_secs(300),
             agent_queue: 256,
             shutdown_grace: Duration::from_secs(5),
+            rate_quotas: false,
             agent: AgentConfig::default(),
         }
     }
@@ -260,6 +265,25 @@ impl Operation {
             Operation::DescribeView => "DescribeView",
             Operation::GetAuthenticationUrl => "GetAuthenticationUrl",
             Operation::CancelParticipantAuthentication => "CancelParticipantAuthentication",
+        }
+    }
+
+    /// Connect's published rate quota for the operation, requests per second and burst
+    /// (StartChatContact per account and region, participant operations per instance);
+    /// `None` where none is published.
+    pub fn rate_quota(self) -> Option<(u32, u32)> {
+        match self {
+            Operation::StartChatContact => Some((5, 8)),
+            Operation::CreateParticipantConnection => Some((6, 9)),
+            Operation::SendMessage | Operation::SendEvent => Some((10, 15)),
+            Operation::GetTranscript => Some((8, 12)),
+            Operation::DisconnectParticipant => Some((3, 5)),
+            Operation::StartAttachmentUpload
+            | Operation::CompleteAttachmentUpload
+            | Operation::GetAttachment => Some((2, 5)),
+            Operation::DescribeView
+            | Operation::GetAuthenticationUrl
+            | Operation::CancelParticipantAuthentication => None,
         }
     }
 

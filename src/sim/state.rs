@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -594,6 +595,8 @@ pub struct Shared {
     frame_delay_us: AtomicU64,
     answer_delay_us: AtomicU64,
     faults: Mutex<[Option<(u32, FaultKind)>; 12]>,
+    /// Token buckets of the operations' rate quotas, when they are enforced.
+    quotas: Vec<Option<governor::DefaultDirectRateLimiter>>,
     /// Attachment bytes reserved (declared sizes of uploads started), bounded by config.
     attachment_bytes: AtomicU64,
     /// Cancelled on shutdown: stops the server, sockets and agents.
@@ -615,6 +618,7 @@ impl Shared {
             .map(trim)
             .unwrap_or_else(|| format!("ws://{local_addr}"));
         let start_cap = config.max_start_client_tokens;
+        let rate_quotas = config.rate_quotas;
         Shared {
             config,
             local_addr,
@@ -633,6 +637,15 @@ impl Shared {
             frame_delay_us: AtomicU64::new(0),
             answer_delay_us: AtomicU64::new(0),
             faults: Mutex::new([None; 12]),
+            quotas: Operation::ALL
+                .iter()
+                .map(|op| {
+                    let (rate, burst) = op.rate_quota().filter(|_| rate_quotas)?;
+                    let quota = governor::Quota::per_second(NonZeroU32::new(rate)?)
+                        .allow_burst(NonZeroU32::new(burst)?);
+                    Some(governor::RateLimiter::direct(quota))
+                })
+                .collect(),
             attachment_bytes: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
             tasks: Tasks::default(),
@@ -645,18 +658,20 @@ impl Shared {
         TaskGuard(self.clone())
     }
 
-    /// Count a call and consume an injected fault for it, if any.
+    /// Count a call and consume an injected fault for it, if any; else, with rate quotas on,
+    /// throttle a call over its operation's quota.
     pub fn begin(&self, op: Operation) -> Option<FaultKind> {
         self.stats.calls[op.index()].fetch_add(1, Ordering::Relaxed);
-        let mut faults = lock(&self.faults);
-        let slot = &mut faults[op.index()];
-        let (left, kind) = (*slot)?;
-        *slot = if left > 1 {
-            Some((left - 1, kind))
-        } else {
-            None
-        };
-        Some(kind)
+        {
+            let mut faults = lock(&self.faults);
+            let slot = &mut faults[op.index()];
+            if let Some((left, kind)) = *slot {
+                *slot = (left > 1).then_some((left - 1, kind));
+                return Some(kind);
+            }
+        }
+        let quota = self.quotas.get(op.index())?.as_ref()?;
+        quota.check().is_err().then_some(FaultKind::Throttling)
     }
 
     pub fn fail_next(&self, op: Operation, count: u32, kind: FaultKind) {
