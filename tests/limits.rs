@@ -1,6 +1,7 @@
-//! Limits end to end: each answers RESOURCE_EXHAUSTED (or holds the caller back), and the
-//! upstream budgets keep Connect's small quotas: typing and receipts per chat, and the global
-//! CreateParticipantConnection budget under a reconnect storm.
+//! Limits end to end: each answers RESOURCE_EXHAUSTED (the request timeout
+//! DEADLINE_EXCEEDED), and the upstream budgets keep Connect's small quotas: typing and
+//! receipts per chat, and the global CreateParticipantConnection budget under a reconnect
+//! storm.
 
 mod support;
 
