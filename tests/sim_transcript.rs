@@ -329,3 +329,81 @@ async fn paging_while_items_arrive_skips_and_repeats_nothing() {
     assert_eq!(seen, snapshot);
     env.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_persistent_chat_reads_the_transcripts_of_the_contacts_it_continues() {
+    let env = start(quiet_config()).await;
+    // Continues `source`: StartChatContact with PersistentChat, then a connection token.
+    let continue_from = |source: String| {
+        let env = &env;
+        async move {
+            let started = env
+                .start_chat_request()
+                .persistent_chat(
+                    aws_sdk_connect::types::PersistentChat::builder()
+                        .rehydration_type(aws_sdk_connect::types::RehydrationType::FromSegment)
+                        .source_contact_id(source)
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("a persistent chat");
+            let (token, _) = env
+                .connect_participant(started.participant_token().unwrap())
+                .await;
+            (started.contact_id().unwrap().to_owned(), token)
+        }
+    };
+    let first = env.chat().await;
+    env.say(&first, "from the first contact").await;
+    assert!(env.sim.end_chat(&first.contact_id));
+    let (second, second_token) = continue_from(first.contact_id.clone()).await;
+    send_text(&env.participant, &second_token, "from the second contact")
+        .await
+        .unwrap();
+    assert!(env.sim.end_chat(&second));
+    let (third, token) = continue_from(second.clone()).await;
+    let unrelated = env.chat().await;
+
+    let texts = |contact_id: Option<String>| {
+        let env = &env;
+        let token = token.clone();
+        async move {
+            let page = env
+                .participant
+                .get_transcript()
+                .connection_token(token)
+                .set_contact_id(contact_id)
+                .max_results(100)
+                .send()
+                .await?;
+            Ok::<_, aws_sdk_connectparticipant::error::SdkError<_>>(
+                page.transcript()
+                    .iter()
+                    .filter_map(|i| i.content().map(str::to_owned))
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    // Every contact of the chain, two links back included.
+    let past = texts(Some(first.contact_id.clone())).await.unwrap();
+    assert!(
+        past.iter().any(|t| t == "from the first contact"),
+        "{past:?}"
+    );
+    let past = texts(Some(second.clone())).await.unwrap();
+    assert!(
+        past.iter().any(|t| t == "from the second contact"),
+        "{past:?}"
+    );
+    assert!(!past.iter().any(|t| t == "from the first contact"));
+    // Its own transcript by default and by its own id.
+    for own in [None, Some(third)] {
+        let own = texts(own).await.unwrap();
+        assert!(!own.iter().any(|t| t.starts_with("from the")), "{own:?}");
+    }
+    // Not a contact outside the chain.
+    let e = texts(Some(unrelated.contact_id)).await.unwrap_err();
+    assert!(e.into_service_error().is_access_denied_exception());
+    env.sim.shutdown().await;
+}

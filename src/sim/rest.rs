@@ -756,22 +756,23 @@ async fn get_transcript(
     run(&shared, Operation::GetTranscript, || {
         let chat = shared.authorize(bearer(&headers))?;
         let req: GetTranscriptRequest = parse(&body, ApiError::validation)?;
-        transcript_page(&chat, &req)
+        optional("ContactId", &req.contact_id, 1, 256).map_err(ApiError::validation)?;
+        // A persistent chat reads the transcripts of the contacts it continues.
+        let target = match req.contact_id.as_deref() {
+            Some(id) if id != chat.contact_id => {
+                shared.chat_in_chain(&chat, id).ok_or_else(|| {
+                    ApiError::access_denied("ContactId is not part of this participant's chat")
+                })?
+            }
+            _ => chat,
+        };
+        transcript_page(&target, &req)
     })
 }
 
+/// A page of `chat`'s transcript (the participant's own chat, or one it continues).
 fn transcript_page(chat: &Chat, req: &GetTranscriptRequest) -> Result<Value, ApiError> {
     let v = ApiError::validation;
-    optional("ContactId", &req.contact_id, 1, 256).map_err(v)?;
-    if req
-        .contact_id
-        .as_deref()
-        .is_some_and(|c| c != chat.contact_id)
-    {
-        return Err(ApiError::access_denied(
-            "ContactId is not part of this participant's chat",
-        ));
-    }
     let max = req.max_results.unwrap_or(10);
     if !(0..=100).contains(&max) {
         return Err(v("MaxResults must be between 0 and 100".into()));

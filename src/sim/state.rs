@@ -286,6 +286,9 @@ impl ChatState {
     }
 }
 
+/// Past contacts a persistent chat's transcript reaches back through.
+pub const MAX_CHAIN: usize = 100;
+
 /// One chat contact.
 pub struct Chat {
     pub contact_id: String,
@@ -744,6 +747,20 @@ impl Shared {
             .chats
             .get(contact_id)
             .map(|e| e.chat.clone())
+    }
+
+    /// `contact_id` when it is one of the contacts `chat` continues (persistent chat: each
+    /// chat names the one it continues), following at most [`MAX_CHAIN`] links.
+    pub fn chat_in_chain(&self, chat: &Chat, contact_id: &str) -> Option<Arc<Chat>> {
+        let mut next = chat.continued_from.clone();
+        for _ in 0..MAX_CHAIN {
+            let past = self.find_chat(&next?)?;
+            if past.contact_id == contact_id {
+                return Some(past);
+            }
+            next = past.continued_from.clone();
+        }
+        None
     }
 
     fn chats_matching(&self, contact_id: Option<&str>) -> Vec<Arc<Chat>> {
