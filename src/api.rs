@@ -142,6 +142,25 @@ impl Gateway {
         F: Fn(Secret) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
     {
+        self.with_token_or(session, deadline, call, || {
+            UpstreamError::Unavailable.into()
+        })
+        .await
+    }
+
+    /// [`Self::with_token`], answering `refused_again` when Connect refuses the fresh token
+    /// too (for a call whose arguments, not its token, can be the reason).
+    async fn with_token_or<T, F, Fut>(
+        &self,
+        session: &Session,
+        deadline: Option<Duration>,
+        call: F,
+        refused_again: impl FnOnce() -> ApiError,
+    ) -> Result<T, ApiError>
+    where
+        F: Fn(Secret) -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
         let work = async {
             let token = session.connection_token(self.defaults.token_wait).await?;
             match call(token).await {
@@ -150,7 +169,7 @@ impl Gateway {
                     // a transient fault, not the chat's end.
                     let token = session.refresh_token(self.sessions.upstream()).await?;
                     match call(token).await {
-                        Err(UpstreamError::AccessDenied) => Err(UpstreamError::Unavailable.into()),
+                        Err(UpstreamError::AccessDenied) => Err(refused_again()),
                         other => Ok(other?),
                     }
                 }
@@ -246,6 +265,7 @@ impl Gateway {
         let mut complete = false;
         for _ in 0..max_pages {
             let query = TranscriptQuery {
+                contact_id: None,
                 max_results: 100,
                 next_token: next_token.take(),
                 forward: Some(start.is_some()),
@@ -544,11 +564,21 @@ impl Gateway {
             .live_session(req.chat.as_ref(), &principal, Access::Inspect)
             .await?;
         let upstream = self.sessions.upstream();
+        // With a fresh token refused too, a past contact outside the chain is the reason.
+        let past = query.contact_id.is_some();
         let page = self
-            .with_token(&session, deadline, |t| {
-                let q = query.clone();
-                async move { upstream.get_transcript(&t, q).await }
-            })
+            .with_token_or(
+                &session,
+                deadline,
+                |t| {
+                    let q = query.clone();
+                    async move { upstream.get_transcript(&t, q).await }
+                },
+                || match past {
+                    true => ApiError::NotInChain,
+                    false => UpstreamError::Unavailable.into(),
+                },
+            )
             .await?;
         Ok(Response::new(pb::GetTranscriptResponse {
             events: page.items.iter().map(crate::item::to_event).collect(),

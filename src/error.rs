@@ -24,6 +24,8 @@ pub enum ApiError {
     ChatNotFound,
     #[error("the chat token does not grant this caller access to this chat")]
     PermissionDenied,
+    #[error("past_contact_id is not a contact this chat continues")]
+    NotInChain,
     #[error("the call's deadline passed before Amazon Connect answered")]
     DeadlineExceeded,
     #[error("this caller already holds {0} live chats, its limit")]
@@ -84,7 +86,9 @@ impl From<ApiError> for Status {
                 ErrorDetails::with_bad_request_violation(*field, message.clone()),
             ),
             ApiError::ChatNotFound => Status::not_found(e.to_string()),
-            ApiError::PermissionDenied => Status::permission_denied(e.to_string()),
+            ApiError::PermissionDenied | ApiError::NotInChain => {
+                Status::permission_denied(e.to_string())
+            }
             ApiError::DeadlineExceeded => Status::deadline_exceeded(e.to_string()),
             ApiError::TooManyChatsForCaller(_) => Status::resource_exhausted(e.to_string()),
             ApiError::Session(s) => match s {

@@ -155,6 +155,8 @@ pub struct Sent {
 /// A transcript page request.
 #[derive(Clone, Debug, Default)]
 pub struct TranscriptQuery {
+    /// An earlier contact of a persistent chat's chain; `None`: the chat's own transcript.
+    pub contact_id: Option<String>,
     pub max_results: i32,
     pub next_token: Option<String>,
     pub forward: Option<bool>,
@@ -459,6 +461,7 @@ impl Connect {
             .participant
             .get_transcript()
             .connection_token(token.expose())
+            .set_contact_id(q.contact_id)
             .max_results(q.max_results)
             .set_next_token(q.next_token)
             .set_scan_direction(q.forward.map(|f| {

@@ -297,6 +297,7 @@ pub fn validate_transcript(req: &pb::GetTranscriptRequest) -> Result<TranscriptQ
     }
     check_len("page_token", &req.page_token, 0, limits::PAGE_TOKEN)?;
     check_id("start_item_id", &req.start_item_id, 0, limits::ID)?;
+    check_id("past_contact_id", &req.past_contact_id, 0, limits::ID)?;
     let forward = match pb::ScanDirection::try_from(req.scan_direction) {
         Ok(pb::ScanDirection::Unspecified) => None,
         Ok(pb::ScanDirection::Forward) => Some(true),
@@ -314,6 +315,7 @@ pub fn validate_transcript(req: &pb::GetTranscriptRequest) -> Result<TranscriptQ
         Err(_) => return Err(ApiError::invalid("sort_order", "is not a known order")),
     };
     Ok(TranscriptQuery {
+        contact_id: (!req.past_contact_id.is_empty()).then(|| req.past_contact_id.clone()),
         max_results: if req.page_size == 0 {
             limits::PAGE_SIZE_DEFAULT
         } else {

@@ -132,6 +132,7 @@ proptest! {
         message_id in ".{0,300}",
         page_size in any::<u32>(),
         page_token in ".{0,64}",
+        past_contact_id in ".{0,300}",
         directions in (any::<i32>(), any::<i32>()),
         chat in proptest::option::of((".{0,300}", ".{0,140}")),
     ) {
@@ -149,8 +150,10 @@ proptest! {
             start_item_id: String::new(),
             scan_direction: directions.0,
             sort_order: directions.1,
+            past_contact_id,
         }) {
             prop_assert!((1..=100).contains(&q.max_results));
+            prop_assert!(q.contact_id.is_none_or(|c| (1..=256).contains(&c.len())));
         }
         let _ = validate::check_chat_ref(chat.as_ref(), false);
         let _ = validate::check_chat_ref(chat.as_ref(), true);

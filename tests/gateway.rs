@@ -627,3 +627,57 @@ async fn a_quiet_stream_gets_keepalives_with_its_cursor() {
     }
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_persistent_chat_reads_its_past_contacts_transcripts() {
+    let mut h = Harness::start().await;
+    let first = h.start_chat("Ada").await;
+    h.send(&first, "said in the first contact").await;
+    h.client
+        .end_chat(pb::EndChatRequest {
+            chat: Some(chat_ref(&first)),
+        })
+        .await
+        .expect("EndChat");
+    let second = h
+        .client
+        .start_chat(pb::StartChatRequest {
+            display_name: "Ada".into(),
+            persistent_chat: Some(pb::PersistentChat {
+                source_contact_id: first.contact_id.clone(),
+                rehydration_type: pb::RehydrationType::FromSegment as i32,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("a persistent chat")
+        .into_inner();
+    let unrelated = h.start_chat("Grace").await;
+    let transcript = |past: &str| pb::GetTranscriptRequest {
+        chat: Some(chat_ref(&second)),
+        page_size: 100,
+        past_contact_id: past.into(),
+        ..Default::default()
+    };
+    let past = h
+        .client
+        .get_transcript(transcript(&first.contact_id))
+        .await
+        .expect("the first contact's transcript")
+        .into_inner();
+    assert!(customer_texts(&past.events).contains(&"said in the first contact".to_string()));
+    let own = h
+        .client
+        .get_transcript(transcript(""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(customer_texts(&own.events).is_empty(), "{:?}", own.events);
+    let e = h
+        .client
+        .get_transcript(transcript(&unrelated.contact_id))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    h.stop().await;
+}

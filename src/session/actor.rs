@@ -283,6 +283,7 @@ impl Actor<'_> {
         for _ in 0..self.settings.backfill_max_pages.max(1) {
             let q = match &self.last_durable {
                 Some(id) => TranscriptQuery {
+                    contact_id: None,
                     max_results: 100,
                     next_token: next_token.take(),
                     forward: Some(true),
@@ -290,6 +291,7 @@ impl Actor<'_> {
                     start_id: Some(id.clone()),
                 },
                 None => TranscriptQuery {
+                    contact_id: None,
                     max_results: 100,
                     next_token: next_token.take(),
                     forward: Some(false),
