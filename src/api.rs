@@ -574,9 +574,12 @@ impl Gateway {
                     let q = query.clone();
                     async move { upstream.get_transcript(&t, q).await }
                 },
-                || match past {
-                    true => ApiError::NotInChain,
-                    false => UpstreamError::Unavailable.into(),
+                || {
+                    if past {
+                        ApiError::NotInChain
+                    } else {
+                        UpstreamError::Unavailable.into()
+                    }
                 },
             )
             .await?;

@@ -385,35 +385,30 @@ pub struct AuthLayer {
     rates: CallerRates,
     request_timeout: Duration,
     max_calls_per_connection: usize,
-    /// Where calls this layer answers itself are counted (`grpc_calls_total`).
-    metrics: Option<Arc<Metrics>>,
+    /// Where the calls this layer refuses or times out are counted (`grpc_calls_total`),
+    /// beside those the service answers.
+    metrics: Arc<Metrics>,
 }
 
 impl AuthLayer {
-    pub fn new(auth: Arc<Authenticator>, limits: &Limits) -> Self {
+    pub fn new(auth: Arc<Authenticator>, limits: &Limits, metrics: Arc<Metrics>) -> Self {
         Self {
             auth,
             rates: CallerRates::new(limits),
             request_timeout: limits.request_timeout,
             max_calls_per_connection: limits.max_concurrent_streams as usize,
-            metrics: None,
+            metrics,
         }
-    }
-
-    /// Counts the calls this layer refuses or times out, beside those the service answers.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = Some(metrics);
-        self
     }
 
     /// Counts a call this layer answered with `status` and turns it into the response.
     fn answer(
-        metrics: Option<&Arc<Metrics>>,
+        metrics: &Metrics,
         method: Option<&'static str>,
         status: Status,
     ) -> http::Response<tonic::body::Body> {
-        if let (Some(m), Some(method)) = (metrics, method) {
-            m.grpc_call(method, status.code());
+        if let Some(method) = method {
+            metrics.grpc_call(method, status.code());
         }
         status.into_http()
     }
@@ -431,7 +426,10 @@ const METHODS: [&str; 7] = [
 ];
 
 fn method_label(path: &str) -> Option<&'static str> {
-    let name = path.strip_prefix("/chatgateway.v1.ChatGateway/")?;
+    let name = path
+        .strip_prefix('/')?
+        .strip_prefix(crate::pb::chat_gateway_server::SERVICE_NAME)?
+        .strip_prefix('/')?;
     METHODS.into_iter().find(|m| *m == name)
 }
 
@@ -508,7 +506,7 @@ where
                     req.extensions_mut().insert(principal);
                 }
                 Err(status) => {
-                    let answer = AuthLayer::answer(metrics.as_ref(), method, status);
+                    let answer = AuthLayer::answer(&metrics, method, status);
                     return Box::pin(async move { Ok(answer) });
                 }
             }
@@ -523,7 +521,7 @@ where
                          wait for one to end or open another connection",
                             self.layer.max_calls_per_connection
                         ));
-                        let answer = AuthLayer::answer(metrics.as_ref(), method, status);
+                        let answer = AuthLayer::answer(&metrics, method, status);
                         return Box::pin(async move { Ok(answer) });
                     }
                 }
@@ -542,7 +540,7 @@ where
                     }
                 }),
                 Err(_) => Ok(AuthLayer::answer(
-                    metrics.as_ref(),
+                    &metrics,
                     method,
                     Status::deadline_exceeded(format!(
                         "the call took longer than the gateway's request timeout ({})",

@@ -144,7 +144,7 @@ pub async fn serve_with(
         stopping_tx.send_replace(true);
         sessions.shutdown(grace).await;
     };
-    let server = security::server(&options.security, call_metrics)?
+    let server = security::server(&options.security, call_metrics)
         .http2_keepalive_interval(Some(options.http2_keepalive))
         .http2_keepalive_timeout(Some(options.http2_keepalive * 2))
         .add_service(health_service)

@@ -247,11 +247,12 @@ impl SecurityArgs {
     }
 }
 
-/// The gRPC server builder with TLS, the server-wide bounds and the [`AuthLayer`] applied.
+/// The gRPC server builder with the server-wide bounds and the [`AuthLayer`] applied (TLS is
+/// done by [`crate::tls::incoming`]).
 pub fn server(
     options: &SecurityOptions,
     metrics: Arc<crate::metrics::Metrics>,
-) -> Result<Server<Stack<AuthLayer, tower::layer::util::Identity>>, tonic::transport::Error> {
+) -> Server<Stack<AuthLayer, tower::layer::util::Identity>> {
     let limits = &options.limits;
     // The request timeout and the limit of calls per connection are the AuthLayer's, which
     // answer DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED. HTTP/2 advertises twice that limit:
@@ -259,7 +260,7 @@ pub fn server(
     // protocol still holds back a client that ignores the answers.
     let builder =
         Server::builder().max_concurrent_streams(limits.max_concurrent_streams.saturating_mul(2));
-    Ok(builder.layer(AuthLayer::new(options.auth.clone(), limits).with_metrics(metrics)))
+    builder.layer(AuthLayer::new(options.auth.clone(), limits, metrics))
 }
 
 /// Without authentication the gateway serves only loopback, unless explicitly allowed.

@@ -348,9 +348,9 @@ impl Actor<'_> {
         let mut ending_started = false;
         let end = tokio::time::sleep(FAR);
         tokio::pin!(end);
-        let mut refresh_armed = self.refresh_at().is_some();
-        let refresh = tokio::time::sleep_until(self.refresh_at().unwrap_or_else(far));
+        let refresh = tokio::time::sleep(FAR);
         tokio::pin!(refresh);
+        let mut refresh_armed = self.rearm_refresh(refresh.as_mut());
         let rotate = tokio::time::sleep(self.settings.rotate_interval);
         tokio::pin!(rotate);
         let stop = loop {
@@ -495,10 +495,6 @@ impl Actor<'_> {
 
 /// A deadline that never comes, for timers not armed yet.
 const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
-
-fn far() -> tokio::time::Instant {
-    tokio::time::Instant::now() + FAR
-}
 
 fn settings_delay(settings: &SessionSettings, failures: u32) -> Duration {
     let factor = 2u32.saturating_pow(failures.min(16));

@@ -114,7 +114,7 @@ struct Heartbeats {
 }
 
 #[derive(Deserialize)]
-struct FrameDelay {
+struct Delay {
     millis: u64,
 }
 
@@ -154,24 +154,23 @@ async fn heartbeats(State(shared): State<Arc<Shared>>, bytes: Bytes) -> Response
     }
 }
 
-async fn frame_delay(State(shared): State<Arc<Shared>>, bytes: Bytes) -> Response {
-    match body::<FrameDelay>(&bytes) {
+/// Applies a `{"millis": n}` body with `set`.
+fn set_delay(bytes: &Bytes, set: impl FnOnce(Duration)) -> Response {
+    match body::<Delay>(bytes) {
         Ok(d) => {
-            shared.set_frame_delay(Duration::from_millis(d.millis));
+            set(Duration::from_millis(d.millis));
             reply(StatusCode::OK, json!({}))
         }
         Err(msg) => error(StatusCode::BAD_REQUEST, msg),
     }
 }
 
+async fn frame_delay(State(shared): State<Arc<Shared>>, bytes: Bytes) -> Response {
+    set_delay(&bytes, |d| shared.set_frame_delay(d))
+}
+
 async fn answer_delay(State(shared): State<Arc<Shared>>, bytes: Bytes) -> Response {
-    match body::<FrameDelay>(&bytes) {
-        Ok(d) => {
-            shared.set_answer_delay(Duration::from_millis(d.millis));
-            reply(StatusCode::OK, json!({}))
-        }
-        Err(msg) => error(StatusCode::BAD_REQUEST, msg),
-    }
+    set_delay(&bytes, |d| shared.set_answer_delay(d))
 }
 
 async fn faults(State(shared): State<Arc<Shared>>, bytes: Bytes) -> Response {
