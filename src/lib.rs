@@ -26,6 +26,7 @@ pub mod auth;
 pub mod bench;
 pub mod codec;
 pub mod config;
+pub mod connect;
 pub mod error;
 pub mod item;
 pub mod limits;
