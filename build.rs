@@ -14,7 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         // Smaller per-call buffers than tonic's default (see src/codec.rs).
-        .codec_path("crate::codec::ProstCodec")
+        .codec_path("crate::pb::codec::ProstCodec")
         .compile_fds(fds)?;
     Ok(())
 }

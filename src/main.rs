@@ -1,11 +1,12 @@
 //! The gateway binary: parse the configuration, start tracing, start the embedded simulator
 //! when no Connect instance is configured, bind the listener and serve until SIGTERM/SIGINT.
 
-use connect_chat_gateway::config::{AdminListen, Config};
-use connect_chat_gateway::metrics::Metrics;
+use connect_chat_gateway::config::{AdminListen, Config, StoreKind};
+use connect_chat_gateway::connect::Connect;
+use connect_chat_gateway::ops::metrics::Metrics;
+#[cfg(feature = "sim")]
 use connect_chat_gateway::sim::{SimConfig, Simulator};
 use connect_chat_gateway::store::{RedisStore, SessionStore};
-use connect_chat_gateway::upstream::Connect;
 use connect_chat_gateway::ServeOptions;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,12 +39,24 @@ async fn main() -> ExitCode {
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let security = config.security.build(config.listen)?;
+    #[cfg(feature = "sim")]
     let simulator = if config.embedded() {
         Some(Simulator::start(SimConfig::default()).await?)
     } else {
         None
     };
+    #[cfg(feature = "sim")]
     let endpoint = simulator.as_ref().map(|s| s.endpoint());
+    #[cfg(not(feature = "sim"))]
+    let endpoint: Option<String> = if config.embedded() {
+        return Err(
+            "this build has no embedded Connect simulator: give --instance-id and \
+                    --contact-flow-id (or --endpoint-url)"
+                .into(),
+        );
+    } else {
+        None
+    };
     let mut upstream =
         Connect::new(&config.upstream(endpoint.clone()), Arc::new(Metrics::new())).await;
     if let Some(ca) = &config.upstream_ca_file {
@@ -51,9 +64,9 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             .with_socket_ca_file(ca)
             .map_err(|e| format!("--upstream-ca-file: {e}"))?;
     }
-    let store: Option<Arc<dyn SessionStore>> = match config.store.as_str() {
-        "memory" => None,
-        url => Some(Arc::new(
+    let store: Option<Arc<dyn SessionStore>> = match &config.store {
+        StoreKind::Memory => None,
+        StoreKind::Redis(url) => Some(Arc::new(
             RedisStore::connect(url, &config.store_prefix, config.store_ttl)
                 .await
                 .map_err(|e| format!("--store: {e}"))?,
@@ -97,6 +110,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         security,
     };
     connect_chat_gateway::serve_with(listener, admin, upstream, options, shutdown_signal()).await?;
+    #[cfg(feature = "sim")]
     if let Some(sim) = simulator {
         sim.shutdown().await;
     }

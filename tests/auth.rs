@@ -4,12 +4,12 @@
 
 mod support;
 
-use connect_chat_gateway::auth::{hash_api_key, parse_key_hash, ApiKey, Authenticator};
-use connect_chat_gateway::auth::{JwtKey, JwtSettings};
 use connect_chat_gateway::pb::{self, chat_gateway_client::ChatGatewayClient};
+use connect_chat_gateway::security::auth::{hash_api_key, parse_key_hash, ApiKey, Authenticator};
+use connect_chat_gateway::security::auth::{JwtKey, JwtSettings};
+use connect_chat_gateway::security::tls::TlsSettings;
 use connect_chat_gateway::security::SecurityOptions;
 use connect_chat_gateway::sim::SimConfig;
-use connect_chat_gateway::tls::TlsSettings;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use std::sync::Arc;

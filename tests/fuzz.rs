@@ -1,11 +1,11 @@
 //! Property tests: hostile upstream frames and items, and hostile requests, never panic the
 //! parsers or the validators. Bounded (a few hundred cases each) so CI stays fast.
 
+use connect_chat_gateway::api::validate;
 use connect_chat_gateway::api::ChatDefaults;
-use connect_chat_gateway::item::{to_event, Item};
+use connect_chat_gateway::connect::item::{to_event, Item};
+use connect_chat_gateway::connect::socket::{self, Inbound};
 use connect_chat_gateway::pb;
-use connect_chat_gateway::socket::{self, Inbound};
-use connect_chat_gateway::validate;
 use proptest::prelude::*;
 use std::collections::HashMap;
 
@@ -120,7 +120,7 @@ proptest! {
         if let Ok(start) = validate::validate_start(req, &defaults) {
             prop_assert!(!start.display_name.trim().is_empty());
             prop_assert!(start.display_name.chars().count() <= validate::limits::DISPLAY_NAME);
-            prop_assert!(start.content_types.iter().all(|c| validate::MESSAGE_CONTENT_TYPES.contains(&c.as_str())));
+            prop_assert!(start.content_types.iter().all(|c| connect_chat_gateway::connect::content_type::is_message(c)));
         }
     }
 

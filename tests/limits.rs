@@ -5,8 +5,8 @@
 
 mod support;
 
-use connect_chat_gateway::limits::Limits;
 use connect_chat_gateway::pb;
+use connect_chat_gateway::security::limits::Limits;
 use connect_chat_gateway::security::SecurityOptions;
 use connect_chat_gateway::sim::{Operation, SimConfig};
 use std::time::{Duration, Instant};

@@ -259,7 +259,7 @@ async fn sigterm_ends_streams_with_a_cursor_that_resumes_on_a_new_process() {
 /// the end sticks.
 #[tokio::test]
 async fn concurrent_updates_to_a_shared_record_are_all_kept() {
-    use connect_chat_gateway::secret::{Secret, TokenHash};
+    use connect_chat_gateway::security::secret::{Secret, TokenHash};
     use connect_chat_gateway::store::{ChatRecord, RedisStore, SessionStore};
     use std::sync::Arc;
     use std::time::SystemTime;

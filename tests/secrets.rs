@@ -5,9 +5,9 @@
 
 mod support;
 
-use connect_chat_gateway::auth::{hash_api_key, parse_key_hash, ApiKey, Authenticator};
-use connect_chat_gateway::auth::{JwtKey, JwtSettings};
 use connect_chat_gateway::pb;
+use connect_chat_gateway::security::auth::{hash_api_key, parse_key_hash, ApiKey, Authenticator};
+use connect_chat_gateway::security::auth::{JwtKey, JwtSettings};
 use connect_chat_gateway::security::SecurityOptions;
 use connect_chat_gateway::sim::SimConfig;
 use std::io::Write;

@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::sim::*;
+use connect_chat_gateway::connect::{Connect, UpstreamConfig};
 use connect_chat_gateway::pb::{self, chat_event::Event, chat_gateway_client::ChatGatewayClient};
 use connect_chat_gateway::sim::SimConfig;
-use connect_chat_gateway::upstream::{Connect, UpstreamConfig};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
@@ -38,7 +38,8 @@ async fn a_client_trusting_the_ca_subscribes_over_wss() {
     let chat = env.chat().await;
     assert!(chat.socket_url.starts_with("wss://"), "{}", chat.socket_url);
 
-    let tls = connect_chat_gateway::tls::socket_client_config(Some(&ca)).expect("CA loads");
+    let tls =
+        connect_chat_gateway::security::tls::socket_client_config(Some(&ca)).expect("CA loads");
     let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
         chat.socket_url.as_str(),
         None,
@@ -77,7 +78,7 @@ async fn a_client_trusting_the_ca_subscribes_over_wss() {
 async fn a_client_without_the_ca_is_refused() {
     let env = start(tls_config()).await;
     let chat = env.chat().await;
-    let tls = connect_chat_gateway::tls::socket_client_config(None).unwrap();
+    let tls = connect_chat_gateway::security::tls::socket_client_config(None).unwrap();
     let res = tokio_tungstenite::connect_async_tls_with_config(
         chat.socket_url.as_str(),
         None,
@@ -105,7 +106,7 @@ async fn the_gateway_trusts_an_extra_ca_for_upstream_sockets() {
             call_timeout: Duration::from_secs(5),
             max_attempts: 1,
         },
-        std::sync::Arc::new(connect_chat_gateway::metrics::Metrics::new()),
+        std::sync::Arc::new(connect_chat_gateway::ops::metrics::Metrics::new()),
     )
     .await
     .with_socket_ca_file(&ca)

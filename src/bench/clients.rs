@@ -246,12 +246,12 @@ impl Direct {
             .ok_or("CreateParticipantConnection returned no socket URL")?;
         // The same socket settings as the gateway's, so that the comparison is of the path.
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-            .read_buffer_size(crate::upstream::SOCKET_READ_BUFFER);
+            .read_buffer_size(crate::connect::SOCKET_READ_BUFFER);
         let (mut ws, _) =
             tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, None)
                 .await
                 .map_err(|e| format!("socket open: {e}"))?;
-        ws.send(WsMessage::text(crate::socket::SUBSCRIBE))
+        ws.send(WsMessage::text(crate::connect::socket::SUBSCRIBE))
             .await
             .map_err(|e| format!("subscribe: {e}"))?;
         loop {

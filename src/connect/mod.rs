@@ -1,4 +1,12 @@
 //! The upstream: Amazon Connect as the gateway sees it — the SDK client and its typed errors,
 //! transcript items, the participant socket protocol, and the one list of content types.
 
+pub mod client;
 pub mod content_type;
+pub mod item;
+pub mod socket;
+
+pub use client::{
+    parse_system_time, Connect, Connection, Sent, StartChat, StartedChat, TranscriptPage,
+    TranscriptQuery, UpstreamConfig, UpstreamError, SOCKET_READ_BUFFER,
+};

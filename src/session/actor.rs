@@ -4,11 +4,11 @@
 //! session idles out or the gateway drains; a dead socket is replaced with jittered backoff.
 
 use super::{Session, SessionSettings};
-use crate::item::Item;
-use crate::metrics::CauseLabel;
+use crate::connect::item::Item;
+use crate::connect::socket::{self, Inbound};
+use crate::connect::{Connect, TranscriptQuery, UpstreamError};
+use crate::ops::metrics::CauseLabel;
 use crate::pb;
-use crate::socket::{self, Inbound};
-use crate::upstream::{Connect, TranscriptQuery, UpstreamError};
 use futures::{SinkExt, StreamExt};
 use rand::Rng;
 use std::collections::{HashSet, VecDeque};

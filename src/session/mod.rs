@@ -5,14 +5,14 @@
 mod actor;
 pub mod cursor;
 pub mod fanout;
-pub use crate::socket::rejected_frames;
+pub use crate::connect::socket::rejected_frames;
 
-use crate::item::Item;
-use crate::metrics::Metrics;
+use crate::connect::item::Item;
+use crate::connect::{Connect, UpstreamError};
+use crate::ops::metrics::Metrics;
 use crate::pb;
-use crate::secret::Secret;
+use crate::security::secret::Secret;
 use crate::store::{ChatRecord, SessionStore};
-use crate::upstream::{Connect, UpstreamError};
 use cursor::Cursor;
 use fanout::{Fanout, Listener};
 use std::collections::{HashMap, VecDeque};
@@ -387,7 +387,7 @@ pub fn event_with_cursor(
         key,
         durable_id: durable.clone(),
     };
-    let mut ev = crate::item::to_event(item);
+    let mut ev = crate::connect::item::to_event(item);
     ev.cursor = cursor.encode();
     (ev, cursor)
 }

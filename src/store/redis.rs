@@ -7,7 +7,7 @@
 //! participant token is stored as Connect issued it: keep Redis private to the gateway.
 
 use super::{ChatRecord, SessionStore, StoreError, MAX_TOKENS_PER_CHAT};
-use crate::secret::{Secret, TokenHash};
+use crate::security::secret::{Secret, TokenHash};
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::Script;

@@ -3,11 +3,11 @@
 
 use connect_chat_gateway::api::ChatDefaults;
 use connect_chat_gateway::config::{SIMULATED_CONTACT_FLOW_ID, SIMULATED_INSTANCE_ID};
-use connect_chat_gateway::metrics::Metrics;
+use connect_chat_gateway::connect::{Connect, UpstreamConfig};
+use connect_chat_gateway::ops::metrics::Metrics;
 use connect_chat_gateway::pb::{self, chat_event::Event, chat_gateway_client::ChatGatewayClient};
 use connect_chat_gateway::session::SessionSettings;
 use connect_chat_gateway::sim::{AgentConfig, SimConfig, SimHandle, Simulator};
-use connect_chat_gateway::upstream::{Connect, UpstreamConfig};
 use connect_chat_gateway::ServeOptions;
 use std::sync::Arc;
 use std::time::Duration;

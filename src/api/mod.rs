@@ -2,20 +2,22 @@
 //! caller's right to the chat with its chat token, and hands the work to the chat's session
 //! or to the Connect client. No Connect token ever leaves this module in a response.
 
-use crate::auth::Principal;
-use crate::error::ApiError;
-use crate::limits::{ChatsPerCaller, EventBudget, Limits};
+pub mod status;
+pub mod validate;
+
+use crate::api::status::ApiError;
+use crate::api::validate::{
+    check_chat_ref, validate_send_event, validate_send_message, validate_transcript,
+};
+use crate::connect::{TranscriptQuery, UpstreamError};
 use crate::pb::{self, chat_gateway_server::ChatGateway};
-use crate::secret::{self, Secret, TokenHash};
+use crate::security::auth::Principal;
+use crate::security::limits::{ChatsPerCaller, EventBudget, Limits};
+use crate::security::secret::{self, Secret, TokenHash};
 use crate::session::cursor::{self, Cursor};
 use crate::session::fanout::{Listener, RecvError};
 use crate::session::{Session, SessionError, Sessions, SharedEvent, SubscriberGuard};
 use crate::store::ChatRecord;
-use crate::upstream::{TranscriptQuery, UpstreamError};
-use crate::validate::{
-    check_chat_ref, validate_send_event, validate_send_message, validate_transcript,
-};
-pub use crate::validate::{limits, validate_start, MESSAGE_CONTENT_TYPES, TEXT_PLAIN};
 use futures::Stream;
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
@@ -23,6 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tonic::{Request, Response, Status};
+pub use validate::{limits, validate_start};
 
 /// What the gateway starts chats with.
 #[derive(Clone, Debug, Default)]
@@ -204,7 +207,7 @@ fn deadline<T>(request: &Request<T>) -> Option<Duration> {
 }
 
 fn timestamp(connect_time: &str) -> Option<prost_types::Timestamp> {
-    crate::item::parse_time(connect_time)
+    crate::connect::item::parse_time(connect_time)
 }
 
 impl Gateway {
@@ -212,7 +215,7 @@ impl Gateway {
     async fn reserve_chat(
         &self,
         principal: &Principal,
-    ) -> Result<crate::limits::Reservation<'_>, ApiError> {
+    ) -> Result<crate::security::limits::Reservation<'_>, ApiError> {
         match self.chats_per_caller.reserve(&principal.id) {
             Ok(slot) => Ok(slot),
             Err(max) => {
@@ -584,7 +587,11 @@ impl Gateway {
             )
             .await?;
         Ok(Response::new(pb::GetTranscriptResponse {
-            events: page.items.iter().map(crate::item::to_event).collect(),
+            events: page
+                .items
+                .iter()
+                .map(crate::connect::item::to_event)
+                .collect(),
             next_page_token: page.next_token.unwrap_or_default(),
         }))
     }

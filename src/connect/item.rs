@@ -5,7 +5,7 @@ use crate::pb;
 use prost_types::Timestamp;
 use serde::{Deserialize, Serialize};
 
-const EVENT_PREFIX: &str = "application/vnd.amazonaws.connect.event.";
+use super::content_type::{self as ct, EVENT_PREFIX};
 
 /// A transcript item as Connect sends it. Every field is optional on the wire; unknown fields
 /// are ignored here but kept in [`Item::raw`] so untyped items pass through unchanged.
@@ -93,8 +93,7 @@ impl Item {
     /// Whether this item ends the chat.
     pub fn is_chat_end(&self) -> bool {
         self.kind.as_deref() == Some("CHAT_ENDED")
-            || self.content_type.as_deref()
-                == Some("application/vnd.amazonaws.connect.event.chat.ended")
+            || self.content_type.as_deref() == Some(ct::CHAT_ENDED)
     }
 
     /// Items that Connect keeps in the transcript (and so can be backfilled); typing and

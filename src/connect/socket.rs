@@ -2,7 +2,7 @@
 //! deep heartbeat) and the parsing of what Connect pushes. Parsing is pure and total: a
 //! hostile or malformed frame becomes [`Inbound::Malformed`], never a panic.
 
-use crate::item::Item;
+use crate::connect::item::Item;
 use serde::Deserialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -69,7 +69,10 @@ pub fn parse(text: &str) -> Inbound {
     let frame: Frame = match serde_json::from_str(text) {
         Ok(f) => f,
         Err(e) => {
-            return Inbound::Malformed(format!("not a JSON frame: {}", crate::item::json_error(&e)))
+            return Inbound::Malformed(format!(
+                "not a JSON frame: {}",
+                crate::connect::item::json_error(&e)
+            ))
         }
     };
     match frame.topic.as_deref() {

@@ -3,9 +3,9 @@
 //! debug logs only). Throttling and unavailability carry a `google.rpc.RetryInfo` hint, and
 //! invalid fields a `google.rpc.BadRequest`.
 
+use crate::connect::UpstreamError;
 use crate::session::SessionError;
 use crate::store::StoreError;
-use crate::upstream::UpstreamError;
 use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};

@@ -3,14 +3,14 @@
 //! and the hashes of the chat tokens issued for it. Behind [`SessionStore`]: in memory
 //! ([`MemoryStore`]) or in Redis ([`RedisStore`]) for several gateway processes.
 
+mod memory;
 mod redis;
 
+pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
-use crate::secret::{Secret, TokenHash};
+use crate::security::secret::{Secret, TokenHash};
 use async_trait::async_trait;
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::SystemTime;
 
 /// How many chat tokens stay valid for one chat (one per StartChat replay with the same
@@ -71,72 +71,6 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn count(&self) -> Result<usize, StoreError>;
 }
 
-/// An in-memory store bounded to `capacity` records. When full, ended chats are evicted first;
-/// if none are ended, inserts fail with [`StoreError::Full`].
-pub struct MemoryStore {
-    capacity: usize,
-    records: Mutex<HashMap<String, ChatRecord>>,
-}
-
-impl MemoryStore {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            records: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-#[async_trait]
-impl SessionStore for MemoryStore {
-    async fn upsert(&self, record: ChatRecord) -> Result<ChatRecord, StoreError> {
-        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = records.get_mut(&record.contact_id) {
-            existing.merge(record);
-            return Ok(existing.clone());
-        }
-        if records.len() >= self.capacity {
-            let ended: Vec<String> = records
-                .iter()
-                .filter(|(_, r)| r.ended)
-                .map(|(k, _)| k.clone())
-                .take(records.len() + 1 - self.capacity)
-                .collect();
-            for k in ended {
-                records.remove(&k);
-            }
-            if records.len() >= self.capacity {
-                return Err(StoreError::Full(self.capacity));
-            }
-        }
-        records.insert(record.contact_id.clone(), record.clone());
-        Ok(record)
-    }
-
-    async fn get(&self, contact_id: &str) -> Result<Option<ChatRecord>, StoreError> {
-        let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(records.get(contact_id).cloned())
-    }
-
-    async fn mark_ended(&self, contact_id: &str) -> Result<(), StoreError> {
-        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = records.get_mut(contact_id) {
-            r.ended = true;
-        }
-        Ok(())
-    }
-
-    async fn remove(&self, contact_id: &str) -> Result<(), StoreError> {
-        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        records.remove(contact_id);
-        Ok(())
-    }
-
-    async fn count(&self) -> Result<usize, StoreError> {
-        Ok(self.records.lock().unwrap_or_else(|e| e.into_inner()).len())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +103,24 @@ mod tests {
         store.upsert(record("c", "t")).await.unwrap();
         assert!(store.get("a").await.unwrap().is_none());
         assert_eq!(store.count().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_chat_that_ended_first_is_evicted_first() {
+        let store = MemoryStore::new(3);
+        for id in ["a", "b", "c"] {
+            store.upsert(record(id, "t")).await.unwrap();
+        }
+        store.mark_ended("b").await.unwrap();
+        store.mark_ended("a").await.unwrap();
+        store.upsert(record("d", "t")).await.unwrap();
+        assert!(store.get("b").await.unwrap().is_none());
+        assert!(store.get("a").await.unwrap().is_some());
+        store.remove("a").await.unwrap();
+        store.upsert(record("e", "t")).await.unwrap();
+        assert!(matches!(
+            store.upsert(record("f", "t")).await,
+            Err(StoreError::Full(3))
+        ));
     }
 }

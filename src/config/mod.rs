@@ -3,8 +3,8 @@
 //! embedded simulator.
 
 use crate::api::ChatDefaults;
+use crate::connect::UpstreamConfig;
 use crate::session::SessionSettings;
-use crate::upstream::UpstreamConfig;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use std::ffi::OsString;
@@ -47,8 +47,8 @@ pub struct Config {
 
     /// Session store: "memory", or a Redis URL (redis://host:6379/0) shared by several
     /// gateway processes.
-    #[arg(long, env = "GATEWAY_STORE", default_value = "memory")]
-    pub store: String,
+    #[arg(long, env = "GATEWAY_STORE", default_value = "memory", value_parser = store_kind)]
+    pub store: StoreKind,
 
     /// Prefix of the session store's Redis keys.
     #[arg(long, env = "GATEWAY_STORE_PREFIX", default_value = "chatgateway:")]
@@ -62,7 +62,13 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_HTTP2_KEEPALIVE", default_value = "20s", value_parser = duration)]
     pub http2_keepalive: Duration,
 
-    /// Connect instance id chats start on. Absent: the embedded simulator.
+    /// Run the embedded Connect simulator on purpose. Without --instance-id it is the default
+    /// on a loopback --listen only: on any other address the gateway refuses to start rather
+    /// than serve a simulated Connect by accident.
+    #[arg(long, env = "GATEWAY_SIMULATOR", conflicts_with_all = ["instance_id", "endpoint_url"])]
+    pub simulator: bool,
+
+    /// Connect instance id chats start on. Absent: the embedded simulator (see --simulator).
     #[arg(long, env = "CONNECT_INSTANCE_ID", requires = "contact_flow_id")]
     pub instance_id: Option<String>,
 
@@ -177,6 +183,26 @@ fn admin_addr(s: &str) -> Result<AdminListen, String> {
         .map_err(|e| format!("{e} (an address such as 0.0.0.0:9090, or off)"))
 }
 
+/// Where session records live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// In this process (the default; one replica).
+    Memory,
+    /// A Redis URL shared by several gateway processes.
+    Redis(String),
+}
+
+fn store_kind(s: &str) -> Result<StoreKind, String> {
+    match s {
+        "memory" => Ok(StoreKind::Memory),
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            url::Url::parse(url).map_err(|e| format!("{e} (a URL such as redis://host:6379/0)"))?;
+            Ok(StoreKind::Redis(url.to_owned()))
+        }
+        _ => Err("expected memory, or a redis:// or rediss:// URL".into()),
+    }
+}
+
 /// Instance and flow ids used against the embedded simulator.
 pub const SIMULATED_INSTANCE_ID: &str = "00000000-0000-4000-8000-000000000001";
 pub const SIMULATED_CONTACT_FLOW_ID: &str = "00000000-0000-4000-8000-000000000002";
@@ -193,7 +219,7 @@ impl Config {
         let mut cmd = Self::command();
         let matches = cmd.try_get_matches_from_mut(&args)?;
         let Some(path) = matches.get_one::<PathBuf>("config").cloned() else {
-            return Self::from_arg_matches(&matches);
+            return Self::from_arg_matches(&matches)?.checked(&mut cmd);
         };
         let io = |what: String| cmd.clone().error(clap::error::ErrorKind::Io, what);
         let text = std::fs::read_to_string(&path)
@@ -245,7 +271,24 @@ impl Config {
         let mut all = args;
         let at = 1.min(all.len());
         all.splice(at..at, from_file);
-        Self::try_parse_from(all)
+        Self::try_parse_from(all)?.checked(&mut cmd)
+    }
+
+    /// Checks the rules that span several settings.
+    fn checked(self, cmd: &mut clap::Command) -> Result<Self, clap::Error> {
+        if self.embedded() && !self.simulator && !self.listen.ip().is_loopback() {
+            return Err(cmd.error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                format!(
+                    "--listen {} is not a loopback address and no --instance-id is set: the \
+                     gateway would serve the embedded Connect simulator instead of Amazon \
+                     Connect. Give --instance-id and --contact-flow-id, or --simulator to run \
+                     the simulator on purpose.",
+                    self.listen
+                ),
+            ));
+        }
+        Ok(self)
     }
 
     /// Whether to start the embedded simulator.

@@ -1,9 +1,13 @@
 //! Generated protobuf code for the public API (`chatgateway.v1`) and the descriptor set
 //! that gRPC server reflection serves.
 
-#![allow(clippy::all, missing_docs)]
+pub mod codec;
 
-tonic::include_proto!("chatgateway.v1");
+#[allow(clippy::all, missing_docs)]
+mod generated {
+    tonic::include_proto!("chatgateway.v1");
+}
+pub use generated::*;
 
 /// The encoded `FileDescriptorSet` of the public API, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -2,7 +2,7 @@
 //! `/readyz` (200 while serving, 503 while draining). Kept off the gRPC port so that it can
 //! stay private to the cluster.
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;

@@ -2,9 +2,16 @@
 //! gateway's configuration) and what [`crate::serve`] applies ([`SecurityOptions`]):
 //! authentication, operators, TLS and every limit. Files are read and checked once, at start.
 
-use crate::auth::{parse_key_hash, ApiKey, AuthLayer, Authenticator, JwtKey, JwtSettings};
-use crate::limits::Limits;
-use crate::tls::{HandshakeLimits, TlsFiles, TlsSettings};
+pub mod auth;
+pub mod limits;
+pub mod secret;
+pub mod tls;
+
+use crate::security::auth::{
+    parse_key_hash, ApiKey, AuthLayer, Authenticator, JwtKey, JwtSettings,
+};
+use crate::security::limits::Limits;
+use crate::security::tls::{HandshakeLimits, TlsFiles, TlsSettings};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -248,10 +255,10 @@ impl SecurityArgs {
 }
 
 /// The gRPC server builder with the server-wide bounds and the [`AuthLayer`] applied (TLS is
-/// done by [`crate::tls::incoming`]).
+/// done by [`crate::security::tls::incoming`]).
 pub fn server(
     options: &SecurityOptions,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::ops::metrics::Metrics>,
 ) -> Server<Stack<AuthLayer, tower::layer::util::Identity>> {
     let limits = &options.limits;
     // The request timeout and the limit of calls per connection are the AuthLayer's, which
@@ -307,7 +314,7 @@ mod tests {
         assert!(e.contains("--allow-unauthenticated"), "{e}");
         let allowed = parse(&["--allow-unauthenticated"]).unwrap();
         assert!(allowed.build("0.0.0.0:50051".parse().unwrap()).is_ok());
-        let hash = crate::auth::hash_api_key("k");
+        let hash = crate::security::auth::hash_api_key("k");
         let keyed = parse(&["--api-key", &format!("ops={hash}")]).unwrap();
         let s = keyed.build("0.0.0.0:50051".parse().unwrap()).unwrap();
         assert!(s.auth.enabled());

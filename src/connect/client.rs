@@ -2,10 +2,10 @@
 //! `aws-sdk-connect` (StartChatContact, SigV4 with the standard credentials chain) and
 //! `aws-sdk-connectparticipant` crates, and one classification of their errors.
 
-use crate::item::{self, Item};
-use crate::limits::{ConnectionBudget, Limits};
-use crate::metrics::Metrics;
-use crate::secret::Secret;
+use crate::connect::item::{self, Item};
+use crate::ops::metrics::Metrics;
+use crate::security::limits::{ConnectionBudget, Limits};
+use crate::security::secret::Secret;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_connect::types as ct;
 use aws_sdk_connectparticipant::types as pt;
@@ -256,7 +256,7 @@ impl Connect {
             metrics,
             connection_budget: None,
             socket_config: WebSocketConfig::default().read_buffer_size(SOCKET_READ_BUFFER),
-            socket_tls: crate::tls::socket_client_config(None)
+            socket_tls: crate::security::tls::socket_client_config(None)
                 .expect("the built-in web roots make a valid TLS configuration"),
         }
     }
@@ -268,7 +268,7 @@ impl Connect {
     /// Applies the upstream limits: the CreateParticipantConnection budget and the socket
     /// frame size cap.
     pub fn with_limits(mut self, limits: &Limits) -> Self {
-        self.connection_budget = crate::limits::connection_budget(limits);
+        self.connection_budget = crate::security::limits::connection_budget(limits);
         self.socket_config = self
             .socket_config
             .max_message_size(Some(limits.max_upstream_frame_bytes))
@@ -298,8 +298,8 @@ impl Connect {
     pub fn with_socket_ca_file(
         mut self,
         path: &std::path::Path,
-    ) -> Result<Self, crate::tls::TlsError> {
-        self.socket_tls = crate::tls::socket_client_config(Some(path))?;
+    ) -> Result<Self, crate::security::tls::TlsError> {
+        self.socket_tls = crate::security::tls::socket_client_config(Some(path))?;
         Ok(self)
     }
 

@@ -3,9 +3,9 @@
 //! and TLS client certificates each yield a [`Principal`]; the [`AuthLayer`] admits a request
 //! (authenticated, within its caller's rate) and puts the principal into its extensions.
 
-use crate::limits::{CallSlot, CallerRates, Limits, SlotBody};
-use crate::metrics::Metrics;
-use crate::tls::{ClientCertificate, ConnInfo};
+use crate::ops::metrics::Metrics;
+use crate::security::limits::{CallSlot, CallerRates, Limits, SlotBody};
+use crate::security::tls::{ClientCertificate, ConnInfo};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sha2::{Digest, Sha256};
@@ -533,7 +533,7 @@ where
         Box::pin(async move {
             match fut.await {
                 Ok(answer) => answer.map(|response| {
-                    let response = crate::limits::too_large_is_exhausted(response);
+                    let response = crate::security::limits::too_large_is_exhausted(response);
                     match slot {
                         Some(slot) => response.map(|body| SlotBody::wrap(body, slot)),
                         None => response,

@@ -2,24 +2,14 @@
 //! functions from a request to what the gateway sends upstream; each refusal names one field
 //! (`google.rpc.BadRequest`).
 
+use crate::api::status::ApiError;
 use crate::api::ChatDefaults;
-use crate::error::ApiError;
-use crate::limits::ReceiptKind;
+use crate::connect::{StartChat, TranscriptQuery};
 use crate::pb;
-use crate::upstream::{StartChat, TranscriptQuery};
+use crate::security::limits::ReceiptKind;
 use std::collections::HashSet;
 
-pub const TEXT_PLAIN: &str = "text/plain";
-/// Content types a customer may send (Connect's SendMessage).
-pub const MESSAGE_CONTENT_TYPES: [&str; 4] = [
-    TEXT_PLAIN,
-    "text/markdown",
-    "application/json",
-    "application/vnd.amazonaws.connect.message.interactive.response",
-];
-pub const TYPING: &str = "application/vnd.amazonaws.connect.event.typing";
-pub const DELIVERED: &str = "application/vnd.amazonaws.connect.event.message.delivered";
-pub const READ: &str = "application/vnd.amazonaws.connect.event.message.read";
+use crate::connect::content_type::{self as ct, DELIVERED, READ, TEXT_PLAIN, TYPING};
 
 /// Connect's limits, checked before any upstream quota is spent.
 pub mod limits {
@@ -71,12 +61,12 @@ pub fn check_id(field: &'static str, value: &str, min: usize, max: usize) -> Res
 
 pub fn message_content_type(field: &'static str, ct: &str) -> Result<String, ApiError> {
     let ct = if ct.is_empty() { TEXT_PLAIN } else { ct };
-    if MESSAGE_CONTENT_TYPES.contains(&ct) {
+    if ct::is_message(ct) {
         Ok(ct.to_owned())
     } else {
         Err(ApiError::invalid(
             field,
-            format!("must be one of {}", MESSAGE_CONTENT_TYPES.join(", ")),
+            format!("must be one of {}", ct::MESSAGE.join(", ")),
         ))
     }
 }
