@@ -125,6 +125,46 @@ async fn expired_connection_tokens_are_refreshed_for_calls() {
 }
 
 #[tokio::test]
+async fn concurrent_calls_meeting_an_expired_token_share_one_refresh() {
+    let mut h = Harness::start().await;
+    let chat = h.start_chat("Ada").await;
+    let mut s = h.subscribe(&chat).await;
+    h.send(&chat, "first").await;
+    read_until(&mut s, |e| {
+        agent_texts(e).iter().any(|t| t == "Agent: first")
+    })
+    .await;
+    let connects = h.sim.calls(Operation::CreateParticipantConnection);
+    h.sim.expire_connection_tokens(Some(&chat.contact_id));
+    let calls: Vec<_> = (0..50)
+        .map(|i| {
+            let mut client = h.client.clone();
+            let chat = chat_ref(&chat);
+            tokio::spawn(async move {
+                client
+                    .send_message(pb::SendMessageRequest {
+                        chat: Some(chat),
+                        content: format!("concurrent {i}"),
+                        ..Default::default()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await
+            .expect("task")
+            .expect("SendMessage after the token expired");
+    }
+    // Fifty calls found the token refused; the session's actor replaced it once for all.
+    assert_eq!(
+        h.sim.calls(Operation::CreateParticipantConnection),
+        connects + 1
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn connection_tokens_are_refreshed_before_they_expire() {
     // Tokens live 1.5 s and are refreshed 1 s before: about every half second, with no call
     // asking for it.

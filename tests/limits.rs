@@ -324,7 +324,8 @@ async fn an_oversized_upstream_frame_is_counted_and_the_socket_recovers() {
             .any(|e| matches!(e.event, Some(pb::chat_event::Event::ParticipantJoined(_))))
     })
     .await;
-    let before = connect_chat_gateway::session::rejected_frames();
+    let rejected = || h.metrics.malformed_frames.get();
+    let before = rejected();
     let connects = h.sim.calls(Operation::CreateParticipantConnection);
     h.sim
         .push_item(
@@ -337,7 +338,7 @@ async fn an_oversized_upstream_frame_is_counted_and_the_socket_recovers() {
             }),
         )
         .unwrap();
-    wait_for(|| connect_chat_gateway::session::rejected_frames() > before).await;
+    wait_for(|| rejected() > before).await;
     // The session reconnects and keeps delivering.
     wait_for(|| h.sim.calls(Operation::CreateParticipantConnection) > connects).await;
     h.send(&chat, "still there?").await;

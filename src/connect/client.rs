@@ -33,7 +33,7 @@ pub struct UpstreamConfig {
 }
 
 /// An upstream failure, classified by the error's modelled type (its code).
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("Connect throttled the call")]
     Throttled { retry_after: Option<Duration> },

@@ -3,29 +3,21 @@
 //! hostile or malformed frame becomes [`Inbound::Malformed`], never a panic.
 
 use crate::connect::item::Item;
+use crate::ops::metrics::Metrics;
 use serde::Deserialize;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Upstream frames the gateway could not use: malformed, on an unknown topic, or over the
-/// size cap (process-wide, for metrics).
-static REJECTED_FRAMES: AtomicU64 = AtomicU64::new(0);
-
-/// How many upstream frames were rejected since the process started.
-pub fn rejected_frames() -> u64 {
-    REJECTED_FRAMES.load(Ordering::Relaxed)
-}
-
-/// Counts and logs (at warn, without its content) a frame the session could not use.
-pub fn note_rejected(what: &'static str, reason: &str) {
-    REJECTED_FRAMES.fetch_add(1, Ordering::Relaxed);
+/// Counts (`malformed_frames_total`) and logs, at warn and without its content, a frame the
+/// session could not use.
+pub fn note_rejected(metrics: &Metrics, what: &'static str, reason: &str) {
+    metrics.malformed_frames.inc();
     tracing::warn!(what, reason, "rejected upstream frame");
 }
 
 /// Counts and logs a socket read error that rejected a frame (one over the size cap).
-pub fn note_read_error(e: &tokio_tungstenite::tungstenite::Error) {
+pub fn note_read_error(metrics: &Metrics, e: &tokio_tungstenite::tungstenite::Error) {
     use tokio_tungstenite::tungstenite::Error;
     if let Error::Capacity(c) = e {
-        note_rejected("oversized", &c.to_string());
+        note_rejected(metrics, "oversized", &c.to_string());
     }
 }
 

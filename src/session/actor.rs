@@ -2,19 +2,26 @@
 //! (CreateParticipantConnection, open, subscribe, wait for the ack), backfills from the
 //! transcript, then pumps frames, heartbeats and token refreshes until the chat ends, the
 //! session idles out or the gateway drains; a dead socket is replaced with jittered backoff.
+//! Token refreshes and socket rotations run beside the pump, never in its way: heartbeats,
+//! frames and a drain are served while Connect answers.
 
-use super::{Session, SessionSettings};
+use super::backfill::{read_transcript, Seen};
+use super::token::RefreshRequest;
+use super::{Session, SessionError, SessionSettings};
 use crate::connect::item::Item;
 use crate::connect::socket::{self, Inbound};
-use crate::connect::{Connect, TranscriptQuery, UpstreamError};
+use crate::connect::{Connect, Connection, UpstreamError};
 use crate::ops::metrics::CauseLabel;
 use crate::pb;
-use futures::{SinkExt, StreamExt};
+use crate::security::secret::Secret;
+use futures::future::BoxFuture;
+use futures::{FutureExt, SinkExt, StreamExt};
 use rand::Rng;
-use std::collections::{HashSet, VecDeque};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::Instrument;
@@ -32,38 +39,6 @@ enum Stop {
     Dead(&'static str),
 }
 
-/// Item keys already delivered, bounded: the oldest are forgotten first.
-struct Seen {
-    keys: HashSet<String>,
-    order: VecDeque<String>,
-    cap: usize,
-}
-
-impl Seen {
-    fn new(cap: usize) -> Self {
-        Self {
-            keys: HashSet::new(),
-            order: VecDeque::new(),
-            cap: cap.max(16),
-        }
-    }
-
-    /// Records the key; false when it was seen already.
-    fn insert(&mut self, key: &str) -> bool {
-        if self.keys.contains(key) {
-            return false;
-        }
-        self.keys.insert(key.to_owned());
-        self.order.push_back(key.to_owned());
-        if self.order.len() > self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.keys.remove(&old);
-            }
-        }
-        true
-    }
-}
-
 struct Actor<'a> {
     session: Arc<Session>,
     upstream: &'a Connect,
@@ -72,9 +47,16 @@ struct Actor<'a> {
     /// The newest transcript item delivered: where a backfill starts.
     last_durable: Option<String>,
     token_expiry: Option<SystemTime>,
+    /// Calls asking for a token to replace one Connect refused.
+    refresh_requests: mpsc::Receiver<RefreshRequest>,
 }
 
-pub(super) async fn run(session: Arc<Session>, upstream: &Connect, settings: &SessionSettings) {
+pub(super) async fn run(
+    session: Arc<Session>,
+    upstream: &Connect,
+    settings: &SessionSettings,
+    refresh_requests: mpsc::Receiver<RefreshRequest>,
+) {
     let span = tracing::info_span!("chat", contact_id = %session.contact_id);
     let mut actor = Actor {
         session,
@@ -83,8 +65,76 @@ pub(super) async fn run(session: Arc<Session>, upstream: &Connect, settings: &Se
         seen: Seen::new(settings.history.max(1024)),
         last_durable: None,
         token_expiry: None,
+        refresh_requests,
     };
     actor.run().instrument(span).await
+}
+
+/// A socket opened and subscribed, with what arrived before the acknowledgement.
+struct Opened {
+    ws: Ws,
+    early: Vec<Item>,
+    connection: Connection,
+}
+
+/// CreateParticipantConnection for a fresh URL and token, then the socket opened and
+/// subscribed. Owns what it needs, so that a rotation can run beside the pump.
+async fn open_socket(
+    upstream: Connect,
+    participant_token: Secret,
+    timeout: Duration,
+) -> Result<Opened, UpstreamError> {
+    let connection = upstream.create_connection(&participant_token, true).await?;
+    let url = connection
+        .socket_url
+        .clone()
+        .ok_or(UpstreamError::Incomplete("Websocket.Url"))?;
+    let mut ws = match tokio::time::timeout(timeout, upstream.open_socket(&url)).await {
+        Ok(Ok((ws, _))) => ws,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "socket open failed");
+            return Err(UpstreamError::Unavailable);
+        }
+        Err(_) => return Err(UpstreamError::Unavailable),
+    };
+    ws.send(WsMessage::text(socket::SUBSCRIBE))
+        .await
+        .map_err(|_| UpstreamError::Unavailable)?;
+    let mut early = Vec::new();
+    let acked = tokio::time::timeout(timeout, async {
+        while let Some(msg) = ws.next().await {
+            let Ok(WsMessage::Text(t)) = msg else {
+                if msg.is_err() {
+                    return false;
+                }
+                continue;
+            };
+            match socket::parse(&t) {
+                Inbound::SubscribeAck { ok } => return ok,
+                Inbound::Chat(item) => early.push(*item),
+                Inbound::Error(_) => return false,
+                _ => {}
+            }
+        }
+        false
+    })
+    .await;
+    if acked != Ok(true) {
+        return Err(UpstreamError::Unavailable);
+    }
+    Ok(Opened {
+        ws,
+        early,
+        connection,
+    })
+}
+
+/// Awaits the future in `slot`, or never when there is none (for `select!` branches).
+async fn in_flight<F: Future + Unpin>(slot: &mut Option<F>) -> F::Output {
+    match slot {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Actor<'_> {
@@ -94,7 +144,13 @@ impl Actor<'_> {
             if self.session.cancel.is_cancelled() {
                 return;
             }
-            let stop = match Box::pin(self.connect()).await {
+            // A drain or idle close does not wait for Connect to answer a connect.
+            let session = self.session.clone();
+            let connected = tokio::select! {
+                _ = session.cancel.cancelled() => return,
+                r = Box::pin(self.connect()) => r,
+            };
+            let stop = match connected {
                 Ok(ws) => {
                     failures = 0;
                     self.set_upstream(pb::UpstreamState::Connected);
@@ -110,6 +166,7 @@ impl Actor<'_> {
             };
             match stop {
                 Stop::Ended => {
+                    self.answer_waiters_ended();
                     self.session
                         .publish_gateway(pb::chat_event::Event::ChatEnded(pb::ChatEnded {}));
                     return;
@@ -125,8 +182,10 @@ impl Actor<'_> {
                     self.set_upstream(pb::UpstreamState::Reconnecting);
                     let delay = backoff(settings_delay(self.settings, failures));
                     failures = failures.saturating_add(1);
+                    // Calls that wait for a token are answered by the next connect, which
+                    // brings a fresh one.
                     tokio::select! {
-                        _ = self.session.cancel.cancelled() => return,
+                        _ = session.cancel.cancelled() => return,
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
@@ -152,102 +211,24 @@ impl Actor<'_> {
 
     /// Fresh URL and token, socket open and subscribed, and what was missed backfilled.
     async fn connect(&mut self) -> Result<Ws, UpstreamError> {
-        let (ws, early) = self.open_socket().await?;
+        let opened = open_socket(
+            self.upstream.clone(),
+            self.session.participant_token.clone(),
+            self.settings.connect_timeout,
+        )
+        .await?;
+        self.take_connection(opened.connection);
         self.backfill_with_refresh().await?;
-        for item in early {
+        for item in opened.early {
             self.deliver(item);
         }
-        Ok(ws)
+        Ok(opened.ws)
     }
 
-    /// CreateParticipantConnection for a fresh URL and token, then the socket opened and
-    /// subscribed. Items that arrive before the acknowledgement are returned, to be delivered
-    /// (de-duplicated) by the caller.
-    async fn open_socket(&mut self) -> Result<(Ws, Vec<Item>), UpstreamError> {
-        let conn = self
-            .upstream
-            .create_connection(&self.session.participant_token, true)
-            .await?;
-        self.token_expiry = conn.token_expiry;
-        self.session
-            .token
-            .send_replace(Some(conn.connection_token.clone()));
-        let url = conn
-            .socket_url
-            .ok_or(UpstreamError::Incomplete("Websocket.Url"))?;
-        let timeout = self.settings.connect_timeout;
-        let mut ws = match tokio::time::timeout(timeout, self.upstream.open_socket(&url)).await {
-            Ok(Ok((ws, _))) => ws,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "socket open failed");
-                return Err(UpstreamError::Unavailable);
-            }
-            Err(_) => return Err(UpstreamError::Unavailable),
-        };
-        ws.send(WsMessage::text(socket::SUBSCRIBE))
-            .await
-            .map_err(|_| UpstreamError::Unavailable)?;
-        let mut early = Vec::new();
-        let acked = tokio::time::timeout(timeout, async {
-            while let Some(msg) = ws.next().await {
-                let Ok(WsMessage::Text(t)) = msg else {
-                    if msg.is_err() {
-                        return false;
-                    }
-                    continue;
-                };
-                match socket::parse(&t) {
-                    Inbound::SubscribeAck { ok } => return ok,
-                    Inbound::Chat(item) => early.push(*item),
-                    Inbound::Error(_) => return false,
-                    _ => {}
-                }
-            }
-            false
-        })
-        .await;
-        if acked != Ok(true) {
-            return Err(UpstreamError::Unavailable);
-        }
-        Ok((ws, early))
-    }
-
-    /// Planned rotation, make-before-break: the new socket is subscribed before the old one
-    /// is closed, and the old one is read up to a barrier (a deep heartbeat, answered after
-    /// everything the service sent before it) so that nothing in flight on it is lost.
-    async fn rotate(&mut self, old: &mut Ws) -> Result<Ws, UpstreamError> {
-        let (new, early) = self.open_socket().await?;
-        let mut drained = false;
-        if old.send(WsMessage::text(socket::PING)).await.is_ok() {
-            let mut items = Vec::new();
-            drained = tokio::time::timeout(self.settings.connect_timeout, async {
-                while let Some(Ok(msg)) = old.next().await {
-                    if let WsMessage::Text(t) = msg {
-                        match socket::parse(&t) {
-                            Inbound::Ping { .. } => return true,
-                            Inbound::Chat(item) => items.push(*item),
-                            _ => {}
-                        }
-                    }
-                }
-                false
-            })
-            .await
-            .unwrap_or(false);
-            for item in items {
-                self.deliver(item);
-            }
-        }
-        for item in early {
-            self.deliver(item);
-        }
-        if !drained {
-            // The old socket could not be read to the barrier: the transcript fills the gap.
-            self.backfill_with_refresh().await?;
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(1), old.close(None)).await;
-        tracing::debug!(drained, "upstream socket rotated");
-        Ok(new)
+    /// Makes a fresh connection token the session's.
+    fn take_connection(&mut self, c: Connection) {
+        self.token_expiry = c.token_expiry;
+        self.session.token.send_replace(Some(c.connection_token));
     }
 
     /// A backfill that survives an expired or revoked connection token: the token is
@@ -259,8 +240,7 @@ impl Actor<'_> {
                     .upstream
                     .create_connection(&self.session.participant_token, false)
                     .await?;
-                self.token_expiry = c.token_expiry;
-                self.session.token.send_replace(Some(c.connection_token));
+                self.take_connection(c);
                 match self.backfill().await {
                     // The fresh token was refused too: retry the whole connection later.
                     Err(UpstreamError::AccessDenied) => Err(UpstreamError::Unavailable),
@@ -274,41 +254,21 @@ impl Actor<'_> {
     /// Fetches what the transcript holds after the last delivered item and delivers what was
     /// not seen yet, oldest first.
     async fn backfill(&mut self) -> Result<(), UpstreamError> {
-        let token = match self.session.token.borrow().clone() {
-            Some(t) => t,
-            None => return Ok(()),
+        let Some(token) = self.session.current_token() else {
+            return Ok(());
         };
-        let mut next_token = None;
-        let mut fetched: Vec<Item> = Vec::new();
-        for _ in 0..self.settings.backfill_max_pages.max(1) {
-            let q = match &self.last_durable {
-                Some(id) => TranscriptQuery {
-                    contact_id: None,
-                    max_results: 100,
-                    next_token: next_token.take(),
-                    forward: Some(true),
-                    descending: false,
-                    start_id: Some(id.clone()),
-                },
-                None => TranscriptQuery {
-                    contact_id: None,
-                    max_results: 100,
-                    next_token: next_token.take(),
-                    forward: Some(false),
-                    descending: false,
-                    start_id: None,
-                },
-            };
-            let page = self.upstream.get_transcript(&token, q).await?;
-            fetched.extend(page.items);
-            match page.next_token {
-                Some(t) => next_token = Some(t),
-                None => break,
-            }
+        let upstream = self.upstream;
+        let transcript = read_transcript(
+            self.last_durable.as_deref(),
+            self.settings.backfill_max_pages,
+            |q| upstream.get_transcript(&token, q),
+        )
+        .await;
+        if let Some(e) = transcript.error {
+            return Err(e);
         }
-        fetched.sort_by(|a, b| a.absolute_time.cmp(&b.absolute_time));
         let mut recovered = 0;
-        for item in fetched {
+        for item in transcript.items {
             recovered += u64::from(self.deliver(item));
         }
         self.session.metrics.backfilled_items.inc_by(recovered);
@@ -329,6 +289,20 @@ impl Actor<'_> {
         }
         self.session.publish_item(&item, key);
         true
+    }
+
+    /// A CreateParticipantConnection for a new connection token, run beside the pump.
+    fn start_refresh(&self) -> BoxFuture<'static, Result<Connection, UpstreamError>> {
+        let upstream = self.upstream.clone();
+        let participant_token = self.session.participant_token.clone();
+        async move { upstream.create_connection(&participant_token, false).await }.boxed()
+    }
+
+    /// Calls that asked for a token while the chat ended.
+    fn answer_waiters_ended(&mut self) {
+        while let Ok(req) = self.refresh_requests.try_recv() {
+            let _ = req.reply.send(Err(SessionError::Ended));
+        }
     }
 
     async fn pump(&mut self, mut ws: Ws) -> Stop {
@@ -353,6 +327,16 @@ impl Actor<'_> {
         let mut refresh_armed = self.rearm_refresh(refresh.as_mut());
         let rotate = tokio::time::sleep(self.settings.rotate_interval);
         tokio::pin!(rotate);
+        // The barrier of a rotation: how long the old socket is read for its answer.
+        let barrier = tokio::time::sleep(FAR);
+        tokio::pin!(barrier);
+        // A token refresh in flight, and the calls waiting for its token.
+        let mut refreshing: Option<BoxFuture<'static, Result<Connection, UpstreamError>>> = None;
+        let mut waiters: Vec<oneshot::Sender<Result<Secret, SessionError>>> = Vec::new();
+        // A rotation's new socket being opened, then held while the old one drains.
+        let mut opening: Option<BoxFuture<'static, Result<Opened, UpstreamError>>> = None;
+        let mut draining: Option<(Ws, Vec<Item>)> = None;
+        let mut requests = std::mem::replace(&mut self.refresh_requests, mpsc::channel(1).1);
         let stop = loop {
             tokio::select! {
                 _ = &mut cancelled => break Stop::Closed,
@@ -361,28 +345,100 @@ impl Actor<'_> {
                     end.as_mut().reset(tokio::time::Instant::now() + self.settings.end_grace);
                 }
                 _ = &mut end, if ending_started => break Stop::Ended,
-                _ = &mut refresh, if refresh_armed => {
-                    if let Err(stop) = Box::pin(self.refresh_token()).await {
-                        break stop;
+                _ = &mut refresh, if refresh_armed && refreshing.is_none() => {
+                    refresh_armed = false;
+                    refreshing = Some(self.start_refresh());
+                }
+                Some(req) = requests.recv() => {
+                    match self.session.current_token() {
+                        Some(t) if t.expose() != req.stale.expose() => {
+                            let _ = req.reply.send(Ok(t));
+                        }
+                        _ => {
+                            waiters.push(req.reply);
+                            if refreshing.is_none() {
+                                refreshing = Some(self.start_refresh());
+                            }
+                        }
+                    }
+                }
+                done = in_flight(&mut refreshing) => {
+                    refreshing = None;
+                    match done {
+                        Ok(c) => {
+                            let token = c.connection_token.clone();
+                            self.take_connection(c);
+                            tracing::debug!(waiting = waiters.len(), "connection token refreshed");
+                            for w in waiters.drain(..) {
+                                let _ = w.send(Ok(token.clone()));
+                            }
+                        }
+                        Err(UpstreamError::AccessDenied) => {
+                            for w in waiters.drain(..) {
+                                let _ = w.send(Err(SessionError::Ended));
+                            }
+                            break Stop::Ended;
+                        }
+                        Err(e) => {
+                            tracing::info!(error = %e, "connection token refresh failed; retrying");
+                            for w in waiters.drain(..) {
+                                let _ = w.send(Err(SessionError::Upstream(e.clone())));
+                            }
+                            // Try again a little later, well before the token expires.
+                            self.token_expiry = Some(
+                                SystemTime::now()
+                                    + self.settings.token_refresh_margin
+                                    + self.settings.reconnect_min,
+                            );
+                        }
                     }
                     refresh_armed = self.rearm_refresh(refresh.as_mut());
                 }
-                _ = &mut rotate => {
-                    let next = match Box::pin(self.rotate(&mut ws)).await {
-                        Ok(new) => {
-                            ws = new;
-                            awaiting_heartbeat = false;
-                            self.settings.rotate_interval
+                _ = &mut rotate, if opening.is_none() && draining.is_none() => {
+                    opening = Some(
+                        open_socket(
+                            self.upstream.clone(),
+                            self.session.participant_token.clone(),
+                            self.settings.connect_timeout,
+                        )
+                        .boxed(),
+                    );
+                }
+                opened = in_flight(&mut opening) => {
+                    opening = None;
+                    match opened {
+                        Ok(Opened { ws: new, early, connection }) => {
+                            self.take_connection(connection);
+                            refresh_armed = self.rearm_refresh(refresh.as_mut());
+                            // Read the old socket up to a barrier (a deep heartbeat, answered
+                            // after everything the service sent before it).
+                            draining = Some((new, early));
+                            if ws.send(WsMessage::text(socket::PING)).await.is_ok() {
+                                barrier
+                                    .as_mut()
+                                    .reset(tokio::time::Instant::now() + self.settings.connect_timeout);
+                            } else {
+                                barrier.as_mut().reset(tokio::time::Instant::now());
+                            }
                         }
                         Err(UpstreamError::AccessDenied) => break Stop::Ended,
                         Err(e) => {
                             tracing::info!(error = %e, "socket rotation failed; keeping the current socket");
-                            self.settings.reconnect_max
+                            rotate
+                                .as_mut()
+                                .reset(tokio::time::Instant::now() + self.settings.reconnect_max);
                         }
-                    };
-                    rotate.as_mut().reset(tokio::time::Instant::now() + next);
-                    // A rotation fetches a fresh connection token.
-                    refresh_armed = self.rearm_refresh(refresh.as_mut());
+                    }
+                }
+                _ = &mut barrier, if draining.is_some() => {
+                    if let Some(new) = draining.take() {
+                        if let Err(stop) = self.swap(&mut ws, new, false).await {
+                            break stop;
+                        }
+                        awaiting_heartbeat = false;
+                        rotate.as_mut().reset(tokio::time::Instant::now() + self.settings.rotate_interval);
+                        barrier.as_mut().reset(tokio::time::Instant::now() + FAR);
+                    }
                 }
                 _ = heartbeat.tick() => {
                     if awaiting_heartbeat {
@@ -417,25 +473,42 @@ impl Actor<'_> {
                             tracing::info!(message = %message, "upstream socket reported an error");
                             break Stop::Dead("error frame");
                         }
-                        Inbound::SubscribeAck { .. } | Inbound::Ping { .. } => {}
+                        Inbound::Ping { .. } => {
+                            // The barrier of a rotation: everything before it was read.
+                            if let Some(new) = draining.take() {
+                                if let Err(stop) = self.swap(&mut ws, new, true).await {
+                                    break stop;
+                                }
+                                awaiting_heartbeat = false;
+                                rotate.as_mut().reset(tokio::time::Instant::now() + self.settings.rotate_interval);
+                                barrier.as_mut().reset(tokio::time::Instant::now() + FAR);
+                            }
+                        }
+                        Inbound::SubscribeAck { .. } => {}
                         Inbound::Unknown(_) => {
-                            self.session.metrics.malformed_frames.inc();
-                            socket::note_rejected("unknown topic", "");
+                            socket::note_rejected(&self.session.metrics, "unknown topic", "");
                         }
                         Inbound::Malformed(why) => {
-                            self.session.metrics.malformed_frames.inc();
-                            socket::note_rejected("malformed", &why);
+                            socket::note_rejected(&self.session.metrics, "malformed", &why);
                         }
                     },
                     Some(Ok(WsMessage::Close(_))) | None => break Stop::Dead("closed by peer"),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
-                        socket::note_read_error(&e);
+                        socket::note_read_error(&self.session.metrics, &e);
                         break Stop::Dead("read error");
                     }
                 },
             }
         };
+        self.refresh_requests = requests;
+        // Calls still waiting for the refresh this stop abandoned retry later.
+        for w in waiters.drain(..) {
+            let _ = w.send(Err(match stop {
+                Stop::Ended => SessionError::Ended,
+                _ => SessionError::NotReady,
+            }));
+        }
         if !matches!(stop, Stop::Dead(_)) {
             let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
         }
@@ -444,6 +517,33 @@ impl Actor<'_> {
             return Stop::Ended;
         }
         stop
+    }
+
+    /// Ends a rotation: the new socket replaces the old one, which is closed. `drained`: the
+    /// old socket was read to its barrier; if not, the transcript fills the gap.
+    async fn swap(
+        &mut self,
+        ws: &mut Ws,
+        (new, early): (Ws, Vec<Item>),
+        drained: bool,
+    ) -> Result<(), Stop> {
+        for item in early {
+            self.deliver(item);
+        }
+        let mut old = std::mem::replace(ws, new);
+        if !drained {
+            match self.backfill_with_refresh().await {
+                Ok(()) => {}
+                Err(UpstreamError::AccessDenied) => return Err(Stop::Ended),
+                Err(e) => tracing::info!(error = %e, "backfill after a rotation failed"),
+            }
+        }
+        // Closing politely may take a round trip; it must not hold up the new socket.
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(1), old.close(None)).await;
+        });
+        tracing::debug!(drained, "upstream socket rotated");
+        Ok(())
     }
 
     /// Points the refresh timer at the current token's refresh time; false when there is none.
@@ -464,32 +564,6 @@ impl Actor<'_> {
             .unwrap_or(Duration::ZERO)
             .saturating_sub(self.settings.token_refresh_margin);
         Some(tokio::time::Instant::now() + left)
-    }
-
-    async fn refresh_token(&mut self) -> Result<(), Stop> {
-        match self
-            .upstream
-            .create_connection(&self.session.participant_token, false)
-            .await
-        {
-            Ok(c) => {
-                self.token_expiry = c.token_expiry;
-                self.session.token.send_replace(Some(c.connection_token));
-                tracing::debug!("connection token refreshed");
-                Ok(())
-            }
-            Err(UpstreamError::AccessDenied) => Err(Stop::Ended),
-            Err(e) => {
-                tracing::info!(error = %e, "connection token refresh failed; retrying");
-                // Try again a little later, well before the token expires.
-                self.token_expiry = Some(
-                    SystemTime::now()
-                        + self.settings.token_refresh_margin
-                        + self.settings.reconnect_min,
-                );
-                Ok(())
-            }
-        }
     }
 }
 
@@ -526,17 +600,5 @@ mod tests {
         assert_eq!(settings_delay(&s, 40), Duration::from_secs(1));
         let j = backoff(Duration::from_secs(1));
         assert!(j >= Duration::from_millis(700) && j <= Duration::from_millis(1300));
-    }
-
-    #[test]
-    fn seen_is_bounded() {
-        let mut seen = Seen::new(16);
-        assert!(seen.insert("a"));
-        assert!(!seen.insert("a"));
-        for i in 0..100 {
-            seen.insert(&i.to_string());
-        }
-        assert_eq!(seen.keys.len(), 16);
-        assert!(seen.insert("a"));
     }
 }

@@ -3,9 +3,10 @@
 //! what a reconnect missed and fans every event out to the chat's subscribers.
 
 mod actor;
+pub mod backfill;
 pub mod cursor;
 pub mod fanout;
-pub use crate::connect::socket::rejected_frames;
+mod token;
 
 use crate::connect::item::Item;
 use crate::connect::{Connect, UpstreamError};
@@ -19,7 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -54,6 +55,8 @@ pub struct SessionSettings {
     /// Replace each socket this often, make-before-break (the official client does so about
     /// hourly).
     pub rotate_interval: Duration,
+    /// Calls that may wait at once for the actor's token refresh (more wait for room).
+    pub token_waiters: usize,
 }
 
 impl Default for SessionSettings {
@@ -72,6 +75,7 @@ impl Default for SessionSettings {
             end_grace: Duration::from_secs(5),
             token_refresh_margin: Duration::from_secs(60),
             rotate_interval: Duration::from_secs(55 * 60),
+            token_waiters: 64,
         }
     }
 }
@@ -134,6 +138,10 @@ pub struct Session {
     /// The current connection token for participant calls; `None` until the first
     /// CreateParticipantConnection succeeds. Callers wait on it.
     token: watch::Sender<Option<Secret>>,
+    /// Calls whose token Connect refused ask the actor for a new one here (bounded by
+    /// `SessionSettings::token_waiters`); the actor makes one CreateParticipantConnection
+    /// for all of them.
+    refresh: mpsc::Sender<token::RefreshRequest>,
     /// Turns true once the first connection and its backfill are done (or the session
     /// stopped): from then on the history holds the transcript's tail.
     ready: watch::Sender<bool>,
@@ -213,34 +221,6 @@ impl Session {
         let mut rx = self.ready.subscribe();
         let ready = tokio::time::timeout(wait, rx.wait_for(|r| *r)).await;
         matches!(ready, Ok(Ok(_)))
-    }
-
-    /// The current connection token, waiting up to `wait` for the first one.
-    pub async fn connection_token(&self, wait: Duration) -> Result<Secret, SessionError> {
-        self.touch();
-        let mut rx = self.token.subscribe();
-        let res = tokio::time::timeout(wait, rx.wait_for(|t| t.is_some())).await;
-        match res {
-            Ok(Ok(t)) => t.clone().ok_or(SessionError::NotReady),
-            _ if self.is_ended() => Err(SessionError::Ended),
-            _ => Err(SessionError::NotReady),
-        }
-    }
-
-    /// Replaces the connection token after a call found it expired or revoked. Fails with
-    /// [`SessionError::Ended`] when Connect refuses a new one: the chat has ended.
-    pub async fn refresh_token(&self, upstream: &Connect) -> Result<Secret, SessionError> {
-        match upstream
-            .create_connection(&self.participant_token, false)
-            .await
-        {
-            Ok(c) => {
-                self.token.send_replace(Some(c.connection_token.clone()));
-                Ok(c.connection_token)
-            }
-            Err(UpstreamError::AccessDenied) => Err(SessionError::Ended),
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// Registers a subscriber. With a cursor, the backlog holds what came after it; a cursor
@@ -475,6 +455,7 @@ impl Sessions {
             ));
         }
         let events = Fanout::new(self.inner.settings.subscriber_queue);
+        let (refresh, refresh_requests) = mpsc::channel(self.inner.settings.token_waiters.max(1));
         let session = Arc::new(Session {
             contact_id: record.contact_id.clone(),
             participant_id: record.participant_id.clone(),
@@ -488,6 +469,7 @@ impl Sessions {
                 events: Some(events),
             }),
             token: watch::Sender::new(None),
+            refresh,
             ready: watch::Sender::new(false),
             cancel: self.inner.shutdown.child_token(),
             ending: CancellationToken::new(),
@@ -502,7 +484,13 @@ impl Sessions {
         let inner = self.inner.clone();
         let s = session.clone();
         let fut = async move {
-            actor::run(s.clone(), &inner.upstream, &inner.settings).await;
+            actor::run(
+                s.clone(),
+                &inner.upstream,
+                &inner.settings,
+                refresh_requests,
+            )
+            .await;
             if s.is_ended() {
                 if let Err(e) = inner.store.mark_ended(&s.contact_id).await {
                     tracing::warn!(contact_id = %s.contact_id, error = %e, "could not mark the chat ended");

@@ -27,6 +27,8 @@ pub struct Harness {
     pub addr: std::net::SocketAddr,
     /// The admin HTTP endpoint (metrics, health).
     pub admin: std::net::SocketAddr,
+    /// The gateway's metrics, read directly.
+    pub metrics: Arc<Metrics>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -90,6 +92,7 @@ impl Harness {
         let sim = Simulator::start(sim_config)
             .await
             .expect("simulator starts");
+        let metrics = Arc::new(Metrics::new());
         let upstream = Connect::new(
             &UpstreamConfig {
                 region: "us-east-1".into(),
@@ -98,7 +101,7 @@ impl Harness {
                 call_timeout: Duration::from_secs(5),
                 max_attempts: 3,
             },
-            Arc::new(Metrics::new()),
+            metrics.clone(),
         )
         .await;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -148,6 +151,7 @@ impl Harness {
             channel,
             addr,
             admin,
+            metrics,
             stop: Some(stop),
             task: Some(task),
         }

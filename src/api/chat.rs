@@ -1,0 +1,144 @@
+//! StartChat, EndChat and GetChat: a chat's life. StartChat reserves one of the caller's
+//! live-chat slots before it spends Connect quota, records the chat and opens its session.
+
+use super::*;
+
+impl Gateway {
+    /// Reserves one of the caller's live-chat slots, first forgetting its chats that ended.
+    async fn reserve_chat(
+        &self,
+        principal: &Principal,
+    ) -> Result<crate::security::limits::Reservation<'_>, ApiError> {
+        match self.chats_per_caller.reserve(&principal.id) {
+            Ok(slot) => Ok(slot),
+            Err(max) => {
+                let mut ended = Vec::new();
+                for id in self.chats_per_caller.held(&principal.id) {
+                    let live = self.sessions.get(&id).map(|s| !s.is_ended());
+                    let record = self.sessions.store().get(&id).await?;
+                    if live == Some(false) || record.is_none_or(|r| r.ended) {
+                        ended.push(id);
+                    }
+                }
+                self.chats_per_caller.forget(&principal.id, &ended);
+                self.chats_per_caller
+                    .reserve(&principal.id)
+                    .map_err(|_| ApiError::TooManyChatsForCaller(max))
+            }
+        }
+    }
+}
+
+impl Gateway {
+    pub(super) async fn start_chat_inner(
+        &self,
+        request: Request<pb::StartChatRequest>,
+    ) -> Result<Response<pb::StartChatResponse>, Status> {
+        let principal = Principal::of(&request);
+        let mut start = validate_start(request.into_inner(), &self.defaults)?;
+        let settings = self.sessions.settings();
+        if self.sessions.live_count() >= settings.max_sessions {
+            return Err(
+                ApiError::from(SessionError::TooManySessions(settings.max_sessions)).into(),
+            );
+        }
+        let slot = self.reserve_chat(&principal).await?;
+        let content_types = start.content_types.clone();
+        // Connect requires text/plain in the list only when a list is sent.
+        if content_types.len() == 1 {
+            start.content_types.clear();
+        }
+        let started = self
+            .sessions
+            .upstream()
+            .start_chat(start)
+            .await
+            .map_err(ApiError::from)?;
+        let chat_token = secret::new_chat_token();
+        let record = self
+            .sessions
+            .store()
+            .upsert(ChatRecord {
+                contact_id: started.contact_id.clone(),
+                participant_id: started.participant_id.clone(),
+                participant_token: started.participant_token,
+                chat_token_hashes: vec![TokenHash::of(chat_token.expose())],
+                content_types,
+                started_at: SystemTime::now(),
+                ended: false,
+                owner: principal.id.clone(),
+            })
+            .await
+            .map_err(ApiError::from)?;
+        if record.owner != principal.id {
+            // A client token replayed by another caller names that caller's chat.
+            return Err(ApiError::PermissionDenied.into());
+        }
+        slot.commit(&record.contact_id);
+        if !record.ended {
+            self.sessions.open(&record).map_err(ApiError::from)?;
+        }
+        tracing::info!(contact_id = %record.contact_id, principal = %principal.id, "chat started");
+        Ok(Response::new(pb::StartChatResponse {
+            contact_id: record.contact_id,
+            participant_id: record.participant_id,
+            chat_token: chat_token.expose().to_owned(),
+        }))
+    }
+
+    pub(super) async fn end_chat_inner(
+        &self,
+        request: Request<pb::EndChatRequest>,
+    ) -> Result<Response<pb::EndChatResponse>, Status> {
+        let deadline = deadline(&request);
+        let principal = Principal::of(&request);
+        let req = request.into_inner();
+        let session = self
+            .live_session(req.chat.as_ref(), &principal, Access::Act)
+            .await?;
+        let upstream = self.sessions.upstream();
+        let client_token = new_client_token();
+        self.with_token(&session, deadline, |t| {
+            let client_token = client_token.clone();
+            async move { upstream.disconnect(&t, &client_token).await }
+        })
+        .await?;
+        session.begin_end();
+        self.sessions
+            .store()
+            .mark_ended(&session.contact_id)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(contact_id = %session.contact_id, "chat ended by the caller");
+        Ok(Response::new(pb::EndChatResponse {}))
+    }
+
+    pub(super) async fn get_chat_inner(
+        &self,
+        request: Request<pb::GetChatRequest>,
+    ) -> Result<Response<pb::GetChatResponse>, Status> {
+        let principal = Principal::of(&request);
+        let req = request.into_inner();
+        let record = self
+            .authorize(req.chat.as_ref(), &principal, Access::Inspect)
+            .await?;
+        let live = self.sessions.get(&record.contact_id).map(|s| s.info());
+        let ended = record.ended || live.as_ref().is_some_and(|i| i.ended);
+        Ok(Response::new(pb::GetChatResponse {
+            contact_id: record.contact_id,
+            participant_id: record.participant_id,
+            state: if ended {
+                pb::ChatState::Ended
+            } else {
+                pb::ChatState::Active
+            } as i32,
+            upstream: live
+                .as_ref()
+                .map(|i| i.upstream.to_pb())
+                .unwrap_or(pb::UpstreamState::Unspecified) as i32,
+            subscribers: live.as_ref().map(|i| i.subscribers as u32).unwrap_or(0),
+            started_at: Some(prost_types::Timestamp::from(record.started_at)),
+            last_cursor: live.and_then(|i| i.last_cursor).unwrap_or_default(),
+        }))
+    }
+}

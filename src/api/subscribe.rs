@@ -1,0 +1,235 @@
+//! Subscribe: one stream of a chat's events — the current upstream state, what a resuming
+//! subscriber missed (from the session's history, or past it from the transcript), then live
+//! events from the session's fan-out until the chat ends.
+
+use super::*;
+use crate::session::backfill::read_transcript;
+
+/// What a resuming subscriber missed beyond the session's history, from the transcript.
+struct CatchUp {
+    events: Vec<pb::ChatEvent>,
+    keys: HashSet<String>,
+    /// False when the transcript could not be read to the end.
+    complete: bool,
+}
+
+impl Default for CatchUp {
+    fn default() -> Self {
+        Self {
+            events: Vec::new(),
+            keys: HashSet::new(),
+            complete: true,
+        }
+    }
+}
+
+impl Gateway {
+    async fn catch_up(&self, session: &Session, cursor: &Cursor) -> CatchUp {
+        let upstream = self.sessions.upstream();
+        let start = (!cursor.durable_id.is_empty()).then_some(cursor.durable_id.as_str());
+        let transcript = read_transcript(start, self.sessions.settings().backfill_max_pages, |q| {
+            self.with_token(session, None, move |t| {
+                let q = q.clone();
+                async move { upstream.get_transcript(&t, q).await }
+            })
+        })
+        .await;
+        if let Some(e) = &transcript.error {
+            tracing::info!(contact_id = %session.contact_id, error = %e, "transcript catch-up failed");
+        }
+        let mut durable = cursor.durable_id.clone();
+        let mut out = CatchUp {
+            complete: transcript.complete,
+            ..CatchUp::default()
+        };
+        out.keys.insert(cursor.key.clone());
+        out.keys.insert(cursor.durable_id.clone());
+        for item in transcript.items {
+            let key = item.dedupe_key();
+            if !out.keys.insert(key.clone()) {
+                continue;
+            }
+            let (ev, _) = crate::session::event_with_cursor(&item, key, &mut durable);
+            out.events.push(ev);
+        }
+        out
+    }
+}
+
+pub(super) type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ChatEvent, Status>> + Send>>;
+
+impl Gateway {
+    pub(super) async fn subscribe_inner(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let principal = Principal::of(&request);
+        let req = request.into_inner();
+        let resume = if req.resume_cursor.is_empty() {
+            None
+        } else {
+            Some(Cursor::decode(&req.resume_cursor).ok_or_else(|| {
+                ApiError::invalid(
+                    "resume_cursor",
+                    format!(
+                        "is not a cursor this gateway issued (at most {} characters)",
+                        cursor::MAX_LEN
+                    ),
+                )
+            })?)
+        };
+        let record = self
+            .authorize(req.chat.as_ref(), &principal, Access::Inspect)
+            .await?;
+        let session = self.sessions.open(&record).map_err(ApiError::from)?;
+        if resume.is_some() {
+            // Until the first backfill is done the history does not reach back yet.
+            session.wait_ready(self.defaults.token_wait).await;
+        }
+        let mut catch_up = CatchUp::default();
+        let sub = match session.subscribe(resume.as_ref()) {
+            Err(SessionError::BadCursor) => {
+                // The history no longer reaches the cursor: replay the whole history and
+                // read what it lacks from the transcript, skipping what both hold.
+                let sub = session
+                    .subscribe(Some(&Cursor::default()))
+                    .map_err(ApiError::from)?;
+                if let Some(cursor) = &resume {
+                    catch_up = self.catch_up(&session, cursor).await;
+                }
+                sub
+            }
+            other => other.map_err(ApiError::from)?,
+        };
+        let initial = pb::ChatEvent {
+            cursor: sub.cursor.clone(),
+            event: Some(pb::chat_event::Event::Started(pb::StreamStarted {
+                upstream: sub.upstream.to_pb() as i32,
+                not_recovered: !catch_up.complete,
+            })),
+            ..Default::default()
+        };
+        let keepalive = self
+            .defaults
+            .keepalive_interval
+            .max(Duration::from_millis(10));
+        let state = StreamState {
+            keepalive: tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive),
+            initial: Some(initial),
+            skip: catch_up.keys,
+            catch_up: catch_up.events.into(),
+            backlog: sub.backlog.into(),
+            live: sub.live,
+            ended_before: sub.ended,
+            cursor: sub.cursor,
+            done: false,
+            guard: sub.guard,
+        };
+        Ok(Response::new(Box::pin(futures::stream::unfold(
+            state, next_event,
+        ))))
+    }
+}
+
+/// One Subscribe stream: the current upstream state, the backlog after the resume cursor,
+/// then live events until the chat ends.
+struct StreamState {
+    /// Ticks while the stream is quiet; reset by every event.
+    keepalive: tokio::time::Interval,
+    initial: Option<pb::ChatEvent>,
+    /// What a transcript catch-up found, delivered first.
+    catch_up: VecDeque<pb::ChatEvent>,
+    /// Keys of items the catch-up delivered, skipped when the history or the socket brings
+    /// them again (empty without a catch-up).
+    skip: HashSet<String>,
+    backlog: VecDeque<SharedEvent>,
+    live: Listener,
+    ended_before: bool,
+    /// The cursor of the last event delivered, for the caller to resume from.
+    cursor: String,
+    done: bool,
+    guard: SubscriberGuard,
+}
+
+fn is_end(ev: &pb::ChatEvent) -> bool {
+    matches!(ev.event, Some(pb::chat_event::Event::ChatEnded(_)))
+}
+
+fn with_cursor(mut status: Status, cursor: &str) -> Status {
+    if let Ok(v) = cursor.parse() {
+        status.metadata_mut().insert("resume-cursor", v);
+    }
+    status
+}
+
+async fn next_event(mut st: StreamState) -> Option<(Result<pb::ChatEvent, Status>, StreamState)> {
+    if st.done {
+        return None;
+    }
+    if let Some(ev) = st.initial.take() {
+        return Some((Ok(ev), st));
+    }
+    if let Some(ev) = st.catch_up.pop_front() {
+        st.cursor.clone_from(&ev.cursor);
+        return Some((Ok(ev), st));
+    }
+    let next = loop {
+        let ev = match st.backlog.pop_front() {
+            Some(ev) => ev,
+            None if st.ended_before => return None,
+            None => match tokio::select! {
+                r = st.live.recv() => r,
+                _ = st.keepalive.tick() => {
+                    let ev = pb::ChatEvent {
+                        cursor: st.cursor.clone(),
+                        event: Some(pb::chat_event::Event::Keepalive(pb::Keepalive {})),
+                        ..Default::default()
+                    };
+                    return Some((Ok(ev), st));
+                }
+            } {
+                Ok(ev) => ev,
+                Err(RecvError::Lagged(missed)) => {
+                    st.done = true;
+                    let msg = format!(
+                        "this subscriber fell {missed} events behind and was ended; \
+                     subscribe again with resume_cursor {}",
+                        st.cursor
+                    );
+                    let status = with_cursor(Status::resource_exhausted(msg), &st.cursor);
+                    return Some((Err(status), st));
+                }
+                Err(RecvError::Closed) => {
+                    st.done = true;
+                    if st.guard.session().is_ended() {
+                        return None;
+                    }
+                    let status = with_cursor(
+                    Status::unavailable(format!(
+                        "the gateway closed this chat's session; subscribe again with resume_cursor {}",
+                        st.cursor
+                    )),
+                    &st.cursor,
+                );
+                    return Some((Err(status), st));
+                }
+            },
+        };
+        if st.skip.is_empty() || ev.item_id.is_empty() {
+            break ev;
+        }
+        match Cursor::decode(&ev.cursor) {
+            Some(c) if st.skip.contains(&c.key) => continue,
+            _ => break ev,
+        }
+    };
+    st.keepalive.reset();
+    st.guard.session().metrics.events_delivered.inc();
+    if !next.cursor.is_empty() {
+        st.cursor.clone_from(&next.cursor);
+    }
+    if is_end(&next) {
+        st.done = true;
+    }
+    Some((Ok((*next).clone()), st))
+}

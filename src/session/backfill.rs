@@ -1,0 +1,177 @@
+//! Reading back what a socket did not deliver: the one transcript pager (used by a session's
+//! backfill after every connect and by a subscriber's catch-up past the history), and the
+//! bounded set of item keys already delivered that de-duplicates socket and transcript.
+
+use crate::connect::item::Item;
+use crate::connect::{TranscriptPage, TranscriptQuery};
+use hashlink::LinkedHashSet;
+use std::future::Future;
+
+/// Items per GetTranscript page (Connect's largest).
+const PAGE_SIZE: i32 = 100;
+
+/// What the pager read.
+#[derive(Debug)]
+pub struct Transcript<E> {
+    /// Items after the start, oldest first.
+    pub items: Vec<Item>,
+    /// True when the transcript was read to its end.
+    pub complete: bool,
+    /// The failure that stopped the reading, if one did.
+    pub error: Option<E>,
+}
+
+/// Reads the transcript after the item `after` (forward, from that item on), or, with no
+/// item, its most recent items; at most `max_pages` pages, each fetched by `page`.
+pub async fn read_transcript<F, Fut, E>(
+    after: Option<&str>,
+    max_pages: usize,
+    mut page: F,
+) -> Transcript<E>
+where
+    F: FnMut(TranscriptQuery) -> Fut,
+    Fut: Future<Output = Result<TranscriptPage, E>>,
+{
+    let mut out = Transcript {
+        items: Vec::new(),
+        complete: false,
+        error: None,
+    };
+    let mut next_token = None;
+    for _ in 0..max_pages.max(1) {
+        let query = TranscriptQuery {
+            contact_id: None,
+            max_results: PAGE_SIZE,
+            next_token: next_token.take(),
+            forward: Some(after.is_some()),
+            descending: false,
+            start_id: after.map(str::to_owned),
+        };
+        match page(query).await {
+            Ok(p) => {
+                out.items.extend(p.items);
+                match p.next_token {
+                    Some(t) => next_token = Some(t),
+                    None => {
+                        out.complete = true;
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                out.error = Some(e);
+                break;
+            }
+        }
+    }
+    out.items
+        .sort_by(|a, b| a.absolute_time.cmp(&b.absolute_time));
+    out
+}
+
+/// Item keys already delivered, bounded: the oldest are forgotten first.
+pub struct Seen {
+    keys: LinkedHashSet<String>,
+    cap: usize,
+}
+
+impl Seen {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            keys: LinkedHashSet::new(),
+            cap: cap.max(16),
+        }
+    }
+
+    /// Records the key; false when it was seen already.
+    pub fn insert(&mut self, key: &str) -> bool {
+        if self.keys.contains(key) {
+            return false;
+        }
+        self.keys.insert(key.to_owned());
+        if self.keys.len() > self.cap {
+            self.keys.pop_front();
+        }
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connect::UpstreamError;
+    use std::sync::Mutex;
+
+    fn item(id: &str, time: &str) -> Item {
+        Item {
+            id: Some(id.into()),
+            absolute_time: Some(time.into()),
+            ..Item::default()
+        }
+    }
+
+    #[test]
+    fn seen_is_bounded() {
+        let mut seen = Seen::new(16);
+        assert!(seen.insert("a"));
+        assert!(!seen.insert("a"));
+        for i in 0..100 {
+            seen.insert(&i.to_string());
+        }
+        assert_eq!(seen.len(), 16);
+        assert!(seen.insert("a"));
+    }
+
+    #[tokio::test]
+    async fn pages_are_followed_to_the_end_and_sorted() {
+        let asked = Mutex::new(Vec::new());
+        let t: Transcript<UpstreamError> = read_transcript(Some("m0"), 10, |q| {
+            asked.lock().unwrap().push(q.clone());
+            async move {
+                Ok(match q.next_token.as_deref() {
+                    None => TranscriptPage {
+                        items: vec![item("m2", "2026-01-01T00:00:02.000Z")],
+                        next_token: Some("p2".into()),
+                    },
+                    Some(_) => TranscriptPage {
+                        items: vec![item("m1", "2026-01-01T00:00:01.000Z")],
+                        next_token: None,
+                    },
+                })
+            }
+        })
+        .await;
+        assert!(t.complete && t.error.is_none());
+        let ids: Vec<_> = t.items.iter().map(|i| i.id.clone().unwrap()).collect();
+        assert_eq!(ids, ["m1", "m2"]);
+        let asked = asked.into_inner().unwrap();
+        assert_eq!(asked.len(), 2);
+        assert!(asked
+            .iter()
+            .all(|q| q.forward == Some(true) && q.start_id.as_deref() == Some("m0")));
+    }
+
+    #[tokio::test]
+    async fn a_failure_or_the_page_limit_leaves_it_incomplete() {
+        let t: Transcript<UpstreamError> = read_transcript(None, 3, |q| async move {
+            assert_eq!(q.forward, Some(false));
+            Ok(TranscriptPage {
+                items: vec![item("x", "t")],
+                next_token: Some("more".into()),
+            })
+        })
+        .await;
+        assert!(!t.complete && t.error.is_none());
+        assert_eq!(t.items.len(), 3);
+        let t = read_transcript(None, 3, |_| async { Err(UpstreamError::Unavailable) }).await;
+        assert!(!t.complete && matches!(t.error, Some(UpstreamError::Unavailable)));
+    }
+}

@@ -1,0 +1,64 @@
+//! The chat's connection token. The session's actor is the only one that asks Connect for a
+//! new one (CreateParticipantConnection): a call that finds its token refused asks the actor
+//! through a bounded queue and waits for the answer, so any number of calls meeting an
+//! expired token cost one CreateParticipantConnection, not one each.
+
+use super::{Session, SessionError};
+use crate::security::secret::Secret;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// A call's request for a token to replace the one Connect refused.
+pub(super) struct RefreshRequest {
+    /// The token the call used; when the current token differs, it is the answer.
+    pub stale: Secret,
+    pub reply: oneshot::Sender<Result<Secret, SessionError>>,
+}
+
+impl Session {
+    /// The current connection token, waiting up to `wait` for the first one.
+    pub async fn connection_token(&self, wait: Duration) -> Result<Secret, SessionError> {
+        self.touch();
+        let mut rx = self.token.subscribe();
+        let res = tokio::time::timeout(wait, rx.wait_for(|t| t.is_some())).await;
+        match res {
+            Ok(Ok(t)) => t.clone().ok_or(SessionError::NotReady),
+            _ if self.is_ended() => Err(SessionError::Ended),
+            _ => Err(SessionError::NotReady),
+        }
+    }
+
+    /// A token to replace `stale`, which Connect refused: the current one if the actor has
+    /// replaced it already, else the one the actor's next CreateParticipantConnection
+    /// brings (shared by every call waiting for it). [`SessionError::Ended`] when Connect
+    /// refuses a new one: the chat has ended.
+    pub async fn refresh_token(&self, stale: &Secret) -> Result<Secret, SessionError> {
+        if let Some(current) = self.current_token() {
+            if current.expose() != stale.expose() {
+                return Ok(current);
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = RefreshRequest {
+            stale: stale.clone(),
+            reply,
+        };
+        if self.refresh.send(request).await.is_err() {
+            return Err(self.stopped());
+        }
+        answer.await.unwrap_or_else(|_| Err(self.stopped()))
+    }
+
+    pub(super) fn current_token(&self) -> Option<Secret> {
+        self.token.borrow().clone()
+    }
+
+    /// Why a session whose actor has stopped cannot answer.
+    fn stopped(&self) -> SessionError {
+        if self.is_ended() {
+            SessionError::Ended
+        } else {
+            SessionError::ShuttingDown
+        }
+    }
+}
