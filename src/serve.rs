@@ -7,6 +7,7 @@ use crate::connect::Connect;
 use crate::ops::admin;
 use crate::pb;
 use crate::pb::chat_gateway_server::ChatGatewayServer;
+use crate::security::limits::EventBudgetSettings;
 use crate::security::{self, tls};
 use crate::session::{SessionSettings, Sessions};
 use crate::store::{MemoryStore, SessionStore};
@@ -63,13 +64,13 @@ pub async fn serve_with(
     let call_metrics = metrics.clone();
     let limits = &options.security.limits;
     let upstream = upstream.with_limits(limits);
-    let sessions = Sessions::new(upstream, store, options.session.clone());
-    let gateway = Gateway::with_limits(
-        sessions.clone(),
-        options.defaults.clone(),
-        limits,
-        options.store_capacity,
-    );
+    let mut session_settings = options.session.clone();
+    session_settings.event_budget = EventBudgetSettings {
+        typing_interval: limits.typing_interval,
+        receipts_per_chat: limits.receipts_per_chat,
+    };
+    let sessions = Sessions::new(upstream, store, session_settings);
+    let gateway = Gateway::with_limits(sessions.clone(), options.defaults.clone(), limits);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ChatGatewayServer<Gateway>>().await;

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// Store reads in flight at once while a caller's ended chats are pruned.
+const PRUNE_CONCURRENCY: usize = 32;
+
 impl Gateway {
     /// Reserves one of the caller's live-chat slots, first forgetting its chats that ended.
     async fn reserve_chat(
@@ -12,15 +15,24 @@ impl Gateway {
         match self.chats_per_caller.reserve(&principal.id) {
             Ok(slot) => Ok(slot),
             Err(max) => {
-                let mut ended = Vec::new();
-                for id in self.chats_per_caller.held(&principal.id) {
-                    let live = self.sessions.get(&id).map(|s| !s.is_ended());
-                    let record = self.sessions.store().get(&id).await?;
-                    if live == Some(false) || record.is_none_or(|r| r.ended) {
-                        ended.push(id);
-                    }
-                }
-                self.chats_per_caller.forget(&principal.id, &ended);
+                // Chats ending in this process free their slots as they end; these are the
+                // ones that may have ended elsewhere (another replica). Their records are
+                // read concurrently, a bounded number at a time.
+                use futures::{StreamExt, TryStreamExt};
+                let checks = futures::stream::iter(self.chats_per_caller.held(&principal.id))
+                    .map(|id| async move {
+                        if self.sessions.get(&id).is_some_and(|s| !s.is_ended()) {
+                            return Ok(None);
+                        }
+                        let record = self.sessions.store().get(&id).await?;
+                        Ok::<_, ApiError>(record.is_none_or(|r| r.ended).then_some(id))
+                    })
+                    .buffer_unordered(PRUNE_CONCURRENCY);
+                let ended: Vec<String> = checks
+                    .try_filter_map(|id| async { Ok(id) })
+                    .try_collect()
+                    .await?;
+                self.chats_per_caller.forget(&ended);
                 self.chats_per_caller
                     .reserve(&principal.id)
                     .map_err(|_| ApiError::TooManyChatsForCaller(max))

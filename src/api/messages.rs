@@ -67,8 +67,8 @@ impl Gateway {
         // Connect's SendEvent quota is small: typing goes at most once per interval and each
         // receipt once per message; what the budget suppresses is answered OK locally.
         let forward = match &event.receipt {
-            None => self.events.take_typing(contact_id),
-            Some((kind, id)) => self.events.take_receipt(contact_id, id, *kind),
+            None => session.with_event_budget(|b| b.take_typing()),
+            Some((kind, id)) => session.with_event_budget(|b| b.take_receipt(id, *kind)),
         };
         if !forward {
             tracing::debug!(contact_id, "event suppressed by the chat's event budget");
@@ -99,8 +99,8 @@ impl Gateway {
             Ok(sent) => sent,
             Err(e) => {
                 match &event.receipt {
-                    None => self.events.return_typing(contact_id),
-                    Some((kind, id)) => self.events.return_receipt(contact_id, id, *kind),
+                    None => session.with_event_budget(|b| b.return_typing()),
+                    Some((kind, id)) => session.with_event_budget(|b| b.return_receipt(id, *kind)),
                 }
                 return Err(e.into());
             }

@@ -16,7 +16,7 @@ use crate::api::validate::{
 use crate::connect::UpstreamError;
 use crate::pb::{self, chat_gateway_server::ChatGateway};
 use crate::security::auth::Principal;
-use crate::security::limits::{ChatsPerCaller, EventBudget, Limits};
+use crate::security::limits::{ChatsPerCaller, Limits};
 use crate::security::secret::{self, Secret, TokenHash};
 use crate::session::cursor::{self, Cursor};
 use crate::session::fanout::{Listener, RecvError};
@@ -59,32 +59,23 @@ pub struct Gateway {
     defaults: Arc<ChatDefaults>,
     /// Live chats per caller, reserved before StartChat spends Connect quota.
     chats_per_caller: Arc<ChatsPerCaller>,
-    /// The per-chat typing and receipt budget of SendEvent.
-    events: Arc<EventBudget>,
 }
 
 impl Gateway {
     pub fn new(sessions: Sessions, defaults: ChatDefaults) -> Self {
-        Self::with_limits(sessions, defaults, &Limits::default(), 100_000)
+        Self::with_limits(sessions, defaults, &Limits::default())
     }
 
-    /// A gateway applying `limits`; `max_chats` bounds the per-chat budgets (the store's
-    /// capacity).
-    pub fn with_limits(
-        sessions: Sessions,
-        defaults: ChatDefaults,
-        limits: &Limits,
-        max_chats: usize,
-    ) -> Self {
+    /// A gateway applying `limits` (the per-caller chat limit; the chats' event budgets are
+    /// the sessions').
+    pub fn with_limits(sessions: Sessions, defaults: ChatDefaults, limits: &Limits) -> Self {
+        let chats_per_caller = Arc::new(ChatsPerCaller::new(limits.max_chats_per_caller));
+        let slots = chats_per_caller.clone();
+        sessions.on_chat_end(move |contact_id| slots.release(contact_id));
         Self {
             sessions,
             defaults: Arc::new(defaults),
-            chats_per_caller: Arc::new(ChatsPerCaller::new(limits.max_chats_per_caller)),
-            events: Arc::new(EventBudget::new(
-                limits.typing_interval,
-                limits.receipts_per_chat,
-                max_chats,
-            )),
+            chats_per_caller,
         }
     }
 

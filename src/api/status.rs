@@ -57,8 +57,12 @@ fn upstream_status(e: &UpstreamError) -> Status {
         UpstreamError::QuotaExceeded => Status::resource_exhausted(
             "an Amazon Connect service quota was exceeded (attachments or concurrent chats)",
         ),
-        UpstreamError::Invalid { code } => {
-            Status::invalid_argument(format!("Amazon Connect rejected the request ({code})"))
+        UpstreamError::ConcurrentChatsLimit => Status::resource_exhausted(
+            "the Amazon Connect instance is at its limit of concurrent active chats; \
+             start the chat again once others have ended",
+        ),
+        UpstreamError::Invalid { what } => {
+            Status::invalid_argument(format!("Amazon Connect rejected the request ({what})"))
         }
         UpstreamError::AccessDenied => Status::failed_precondition(
             "the chat has ended or its Connect participant was disconnected",
@@ -113,5 +117,23 @@ impl From<ApiError> for Status {
                 Status::unavailable("the session store is unavailable")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_concurrent_chats_quota_is_not_a_retry_soon() {
+        let status = Status::from(ApiError::Upstream(UpstreamError::ConcurrentChatsLimit));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains("concurrent active chats"));
+        assert!(status.get_details_retry_info().is_none());
+        let throttled = Status::from(ApiError::Upstream(UpstreamError::Throttled {
+            retry_after: None,
+        }));
+        assert_eq!(throttled.code(), Code::ResourceExhausted);
+        assert!(throttled.get_details_retry_info().is_some());
     }
 }

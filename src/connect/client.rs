@@ -2,6 +2,7 @@
 //! `aws-sdk-connect` (StartChatContact, SigV4 with the standard credentials chain) and
 //! `aws-sdk-connectparticipant` crates, and one classification of their errors.
 
+use super::error::{classify, Modelled, UpstreamError};
 use crate::connect::item::{self, Item};
 use crate::ops::metrics::Metrics;
 use crate::security::limits::{ConnectionBudget, Limits};
@@ -30,83 +31,6 @@ pub struct UpstreamConfig {
     pub call_timeout: Duration,
     /// Attempts per call, including the first (the SDK's standard retry mode).
     pub max_attempts: u32,
-}
-
-/// An upstream failure, classified by the error's modelled type (its code).
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("Connect throttled the call")]
-    Throttled { retry_after: Option<Duration> },
-    #[error("Connect rejected the request as invalid")]
-    Invalid { code: String },
-    #[error("Connect denied access (token expired or revoked, or the chat has ended)")]
-    AccessDenied,
-    #[error("Connect did not find the resource")]
-    NotFound,
-    #[error("Connect reported a conflict")]
-    Conflict,
-    #[error("a Connect service quota was exceeded")]
-    QuotaExceeded,
-    #[error("Connect is unavailable")]
-    Unavailable,
-    #[error("Connect answered without {0}")]
-    Incomplete(&'static str),
-}
-
-impl UpstreamError {
-    /// A short, bounded label for metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Throttled { .. } => "Throttled",
-            Self::Invalid { .. } => "Invalid",
-            Self::AccessDenied => "AccessDenied",
-            Self::NotFound => "NotFound",
-            Self::Conflict => "Conflict",
-            Self::QuotaExceeded => "QuotaExceeded",
-            Self::Unavailable => "Unavailable",
-            Self::Incomplete(_) => "Incomplete",
-        }
-    }
-}
-
-fn classify<E>(op: &'static str, err: SdkError<E, HttpResponse>) -> UpstreamError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    match &err {
-        SdkError::ServiceError(se) => {
-            let status = se.raw().status().as_u16();
-            let retry_after = se
-                .raw()
-                .headers()
-                .get("x-amz-retry-after")
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(Duration::from_millis);
-            let code = se.err().code().unwrap_or("").to_owned();
-            tracing::debug!(op, status, code = %code, message = se.err().message().unwrap_or(""), "upstream error");
-            match code.as_str() {
-                "ThrottlingException" | "TooManyRequestsException" | "LimitExceededException" => {
-                    UpstreamError::Throttled { retry_after }
-                }
-                "ValidationException" | "InvalidParameterException" | "InvalidRequestException" => {
-                    UpstreamError::Invalid { code }
-                }
-                "AccessDeniedException" => UpstreamError::AccessDenied,
-                "ResourceNotFoundException" => UpstreamError::NotFound,
-                "ConflictException" => UpstreamError::Conflict,
-                "ServiceQuotaExceededException" => UpstreamError::QuotaExceeded,
-                _ if status == 429 => UpstreamError::Throttled { retry_after },
-                _ if status == 403 => UpstreamError::AccessDenied,
-                _ if status == 404 => UpstreamError::NotFound,
-                _ if (400..500).contains(&status) => UpstreamError::Invalid { code },
-                _ => UpstreamError::Unavailable,
-            }
-        }
-        other => {
-            tracing::debug!(op, error = %aws_smithy_types::error::display::DisplayErrorContext(other), "upstream call failed");
-            UpstreamError::Unavailable
-        }
-    }
 }
 
 /// Parses Connect's timestamp strings.
@@ -196,7 +120,7 @@ trait Timed<T, E> {
 impl<F, T, E> Timed<T, E> for F
 where
     F: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    E: Modelled + ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     async fn timed(self, metrics: &Metrics, op: &'static str) -> Result<T, UpstreamError> {
         let started = Instant::now();
@@ -313,7 +237,7 @@ impl Connect {
             .display_name(req.display_name)
             .build()
             .map_err(|_| UpstreamError::Invalid {
-                code: "DisplayName".into(),
+                what: "DisplayName",
             })?;
         let initial = match req.initial_message {
             Some((content_type, content)) => Some(
@@ -322,7 +246,7 @@ impl Connect {
                     .content(content)
                     .build()
                     .map_err(|_| UpstreamError::Invalid {
-                        code: "InitialMessage".into(),
+                        what: "InitialMessage",
                     })?,
             ),
             None => None,

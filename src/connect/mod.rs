@@ -3,10 +3,12 @@
 
 pub mod client;
 pub mod content_type;
+pub mod error;
 pub mod item;
 pub mod socket;
 
 pub use client::{
     parse_system_time, Connect, Connection, Sent, StartChat, StartedChat, TranscriptPage,
-    TranscriptQuery, UpstreamConfig, UpstreamError, SOCKET_READ_BUFFER,
+    TranscriptQuery, UpstreamConfig, SOCKET_READ_BUFFER,
 };
+pub use error::UpstreamError;

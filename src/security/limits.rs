@@ -4,7 +4,7 @@
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -187,14 +187,41 @@ pub fn too_large_is_exhausted<B>(mut response: http::Response<B>) -> http::Respo
 }
 
 /// Live chats per caller. A slot is reserved before StartChat calls Connect and released if
-/// the call fails; ended chats are pruned when the caller starts another.
+/// the call fails; a chat's slot is released when its session sees it end (O(1)), and chats
+/// that ended elsewhere (another replica) are pruned when the caller is at its limit.
 #[derive(Debug)]
 pub struct ChatsPerCaller {
     max: usize,
-    /// Principal id → its chats (contact ids; reservations as `None`). Bounded: an entry
-    /// exists only while its caller holds a chat or a reservation, and chats are bounded by
-    /// the store.
-    chats: Mutex<HashMap<String, Vec<Option<String>>>>,
+    /// Bounded: an entry exists only while its caller holds a chat or a reservation, and
+    /// chats are bounded by the store.
+    inner: Mutex<Holders>,
+}
+
+#[derive(Debug, Default)]
+struct Holders {
+    callers: HashMap<String, Held>,
+    /// Contact id → the caller holding it.
+    owner_of: HashMap<String, String>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    reserved: usize,
+    chats: std::collections::HashSet<String>,
+}
+
+impl Holders {
+    fn release(&mut self, contact_id: &str) {
+        let Some(caller) = self.owner_of.remove(contact_id) else {
+            return;
+        };
+        if let Some(held) = self.callers.get_mut(&caller) {
+            held.chats.remove(contact_id);
+            if held.chats.is_empty() && held.reserved == 0 {
+                self.callers.remove(&caller);
+            }
+        }
+    }
 }
 
 /// A reserved chat slot; dropped without [`Reservation::commit`], it is released.
@@ -208,44 +235,47 @@ impl ChatsPerCaller {
     pub fn new(max: usize) -> Self {
         Self {
             max,
-            chats: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Holders::default()),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Holders> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The contact ids `caller` holds (to be checked for chats that ended).
     pub fn held(&self, caller: &str) -> Vec<String> {
-        let chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
-        chats
+        self.lock()
+            .callers
             .get(caller)
-            .map(|c| c.iter().flatten().cloned().collect())
+            .map(|h| h.chats.iter().cloned().collect())
             .unwrap_or_default()
     }
 
+    /// Releases the slot of a chat that ended, whoever holds it.
+    pub fn release(&self, contact_id: &str) {
+        self.lock().release(contact_id);
+    }
+
     /// Forgets chats of `caller` that ended.
-    pub fn forget(&self, caller: &str, ended: &[String]) {
-        if ended.is_empty() {
-            return;
-        }
-        let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = chats.get_mut(caller) {
-            c.retain(|id| id.as_ref().is_none_or(|id| !ended.contains(id)));
-            if c.is_empty() {
-                chats.remove(caller);
-            }
+    pub fn forget(&self, ended: &[String]) {
+        let mut inner = self.lock();
+        for id in ended {
+            inner.release(id);
         }
     }
 
     /// Reserves a slot for a new chat, or refuses with the limit.
     pub fn reserve(&self, caller: &str) -> Result<Reservation<'_>, usize> {
-        let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
-        let c = chats.entry(caller.to_owned()).or_default();
-        if c.len() >= self.max {
-            if c.is_empty() {
-                chats.remove(caller);
+        let mut inner = self.lock();
+        let held = inner.callers.entry(caller.to_owned()).or_default();
+        if held.reserved + held.chats.len() >= self.max {
+            if held.reserved == 0 && held.chats.is_empty() {
+                inner.callers.remove(caller);
             }
             return Err(self.max);
         }
-        c.push(None);
+        held.reserved += 1;
         Ok(Reservation {
             owner: self,
             caller: caller.to_owned(),
@@ -254,21 +284,19 @@ impl ChatsPerCaller {
     }
 
     fn settle(&self, caller: &str, contact_id: Option<String>) {
-        let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(c) = chats.get_mut(caller) else {
+        let mut inner = self.lock();
+        let Some(held) = inner.callers.get_mut(caller) else {
             return;
         };
-        if let Some(pos) = c.iter().position(Option::is_none) {
-            c.remove(pos);
+        held.reserved = held.reserved.saturating_sub(1);
+        // A StartChat replayed with the same client token returns a chat already held.
+        let newly = contact_id.filter(|id| held.chats.insert(id.clone()));
+        let empty = held.chats.is_empty() && held.reserved == 0;
+        if empty {
+            inner.callers.remove(caller);
         }
-        if let Some(id) = contact_id {
-            // A StartChat replayed with the same client token returns a chat already held.
-            if !c.iter().flatten().any(|held| *held == id) {
-                c.push(Some(id));
-            }
-        }
-        if c.is_empty() {
-            chats.remove(caller);
+        if let Some(id) = newly {
+            inner.owner_of.insert(id, caller.to_owned());
         }
     }
 }
@@ -295,122 +323,87 @@ pub enum ReceiptKind {
     Read = 2,
 }
 
-#[derive(Debug)]
-struct ChatBudget {
-    last_typing: Option<Instant>,
-    /// Message ids with the strongest receipt forwarded, oldest first.
-    receipts: VecDeque<(String, ReceiptKind)>,
-    touched: Instant,
+/// The bounds of a chat's [`EventBudget`].
+#[derive(Clone, Copy, Debug)]
+pub struct EventBudgetSettings {
+    /// Typing is forwarded at most once per this interval.
+    pub typing_interval: Duration,
+    /// Message ids remembered for receipt de-duplication (the oldest forgotten first).
+    pub receipts_per_chat: usize,
 }
 
-/// The per-chat budget of SendEvent calls to Connect: typing at most once per interval,
-/// one receipt of each kind per message (and no delivered receipt after a read one).
+impl Default for EventBudgetSettings {
+    fn default() -> Self {
+        let l = Limits::default();
+        Self {
+            typing_interval: l.typing_interval,
+            receipts_per_chat: l.receipts_per_chat,
+        }
+    }
+}
+
+/// One chat's budget of SendEvent calls to Connect: typing at most once per interval, one
+/// receipt of each kind per message (and no delivered receipt after a read one). Each live
+/// session holds its own, so it goes with the chat and costs O(1) per event.
 #[derive(Debug)]
 pub struct EventBudget {
-    typing_interval: Duration,
-    receipts_per_chat: usize,
-    max_chats: usize,
-    /// Contact id → its budget; bounded by `max_chats` (least recently used evicted).
-    chats: Mutex<HashMap<String, ChatBudget>>,
+    settings: EventBudgetSettings,
+    last_typing: Option<Instant>,
+    /// Message id → the strongest receipt forwarded for it, oldest first.
+    receipts: hashlink::LinkedHashMap<String, ReceiptKind>,
 }
 
 impl EventBudget {
-    pub fn new(typing_interval: Duration, receipts_per_chat: usize, max_chats: usize) -> Self {
+    pub fn new(settings: EventBudgetSettings) -> Self {
         Self {
-            typing_interval,
-            receipts_per_chat: receipts_per_chat.max(1),
-            max_chats: max_chats.max(1),
-            chats: Mutex::new(HashMap::new()),
+            settings,
+            last_typing: None,
+            receipts: hashlink::LinkedHashMap::new(),
         }
-    }
-
-    fn with_chat<T>(&self, contact_id: &str, f: impl FnOnce(&mut ChatBudget) -> T) -> T {
-        let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if !chats.contains_key(contact_id) && chats.len() >= self.max_chats {
-            if let Some(oldest) = chats
-                .iter()
-                .min_by_key(|(_, b)| b.touched)
-                .map(|(k, _)| k.clone())
-            {
-                chats.remove(&oldest);
-            }
-        }
-        let budget = chats
-            .entry(contact_id.to_owned())
-            .or_insert_with(|| ChatBudget {
-                last_typing: None,
-                receipts: VecDeque::new(),
-                touched: now,
-            });
-        budget.touched = now;
-        f(budget)
     }
 
     /// Whether a typing event goes to Connect now (and, if so, the interval restarts).
-    pub fn take_typing(&self, contact_id: &str) -> bool {
-        let interval = self.typing_interval;
-        self.with_chat(contact_id, |b| {
-            let now = Instant::now();
-            match b.last_typing {
-                Some(t) if now.duration_since(t) < interval => false,
-                _ => {
-                    b.last_typing = Some(now);
-                    true
-                }
+    pub fn take_typing(&mut self) -> bool {
+        let now = Instant::now();
+        match self.last_typing {
+            Some(t) if now.duration_since(t) < self.settings.typing_interval => false,
+            _ => {
+                self.last_typing = Some(now);
+                true
             }
-        })
+        }
     }
 
     /// Gives a typing slot back after Connect refused the call.
-    pub fn return_typing(&self, contact_id: &str) {
-        self.with_chat(contact_id, |b| b.last_typing = None);
+    pub fn return_typing(&mut self) {
+        self.last_typing = None;
     }
 
     /// Whether this receipt goes to Connect (and, if so, it is remembered).
-    pub fn take_receipt(&self, contact_id: &str, message_id: &str, kind: ReceiptKind) -> bool {
-        let cap = self.receipts_per_chat;
-        self.with_chat(contact_id, |b| {
-            if let Some(entry) = b.receipts.iter_mut().find(|(id, _)| id == message_id) {
-                if entry.1 >= kind {
-                    return false;
-                }
-                entry.1 = kind;
-                return true;
+    pub fn take_receipt(&mut self, message_id: &str, kind: ReceiptKind) -> bool {
+        if let Some(strongest) = self.receipts.get_mut(message_id) {
+            if *strongest >= kind {
+                return false;
             }
-            if b.receipts.len() >= cap {
-                b.receipts.pop_front();
-            }
-            b.receipts.push_back((message_id.to_owned(), kind));
-            true
-        })
+            *strongest = kind;
+            return true;
+        }
+        if self.receipts.len() >= self.settings.receipts_per_chat.max(1) {
+            self.receipts.pop_front();
+        }
+        self.receipts.insert(message_id.to_owned(), kind);
+        true
     }
 
     /// Forgets a receipt after Connect refused it, so a retry is forwarded.
-    pub fn return_receipt(&self, contact_id: &str, message_id: &str, kind: ReceiptKind) {
-        self.with_chat(contact_id, |b| {
-            if let Some(pos) = b
-                .receipts
-                .iter()
-                .position(|(id, k)| id == message_id && *k == kind)
-            {
-                match kind {
-                    ReceiptKind::Read => b.receipts[pos].1 = ReceiptKind::Delivered,
-                    ReceiptKind::Delivered => {
-                        b.receipts.remove(pos);
-                    }
-                }
+    pub fn return_receipt(&mut self, message_id: &str, kind: ReceiptKind) {
+        match (self.receipts.get_mut(message_id), kind) {
+            (Some(k), ReceiptKind::Read) if *k == ReceiptKind::Read => *k = ReceiptKind::Delivered,
+            (Some(k), ReceiptKind::Delivered) if *k == ReceiptKind::Delivered => {
+                self.receipts.remove(message_id);
             }
-        });
-    }
-
-    /// Chats whose budget is kept (for tests and metrics).
-    pub fn len(&self) -> usize {
-        self.chats.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+            _ => {}
+        }
     }
 }
 
@@ -418,42 +411,40 @@ impl EventBudget {
 mod tests {
     use super::*;
 
+    fn budget(typing_interval: Duration, receipts_per_chat: usize) -> EventBudget {
+        EventBudget::new(EventBudgetSettings {
+            typing_interval,
+            receipts_per_chat,
+        })
+    }
+
     #[test]
     fn typing_is_forwarded_once_per_interval() {
-        let b = EventBudget::new(Duration::from_secs(3600), 4, 10);
-        assert!(b.take_typing("c"));
-        assert!(!b.take_typing("c"));
-        assert!(b.take_typing("other"));
-        b.return_typing("c");
-        assert!(b.take_typing("c"));
-        let b = EventBudget::new(Duration::ZERO, 4, 10);
-        assert!(b.take_typing("c") && b.take_typing("c"));
+        let mut b = budget(Duration::from_secs(3600), 4);
+        assert!(b.take_typing());
+        assert!(!b.take_typing());
+        b.return_typing();
+        assert!(b.take_typing());
+        let mut b = budget(Duration::ZERO, 4);
+        assert!(b.take_typing() && b.take_typing());
     }
 
     #[test]
     fn receipts_are_deduplicated_and_read_implies_delivered() {
-        let b = EventBudget::new(Duration::ZERO, 2, 10);
-        assert!(b.take_receipt("c", "m1", ReceiptKind::Delivered));
-        assert!(!b.take_receipt("c", "m1", ReceiptKind::Delivered));
-        assert!(b.take_receipt("c", "m1", ReceiptKind::Read));
-        assert!(!b.take_receipt("c", "m1", ReceiptKind::Read));
-        assert!(!b.take_receipt("c", "m1", ReceiptKind::Delivered));
-        assert!(b.take_receipt("c", "m2", ReceiptKind::Read));
-        assert!(!b.take_receipt("c", "m2", ReceiptKind::Delivered));
-        b.return_receipt("c", "m2", ReceiptKind::Read);
-        assert!(b.take_receipt("c", "m2", ReceiptKind::Read));
+        let mut b = budget(Duration::ZERO, 2);
+        assert!(b.take_receipt("m1", ReceiptKind::Delivered));
+        assert!(!b.take_receipt("m1", ReceiptKind::Delivered));
+        assert!(b.take_receipt("m1", ReceiptKind::Read));
+        assert!(!b.take_receipt("m1", ReceiptKind::Read));
+        assert!(!b.take_receipt("m1", ReceiptKind::Delivered));
+        assert!(b.take_receipt("m2", ReceiptKind::Read));
+        assert!(!b.take_receipt("m2", ReceiptKind::Delivered));
+        b.return_receipt("m2", ReceiptKind::Read);
+        assert!(b.take_receipt("m2", ReceiptKind::Read));
         // The oldest message id is forgotten past the per-chat bound.
-        assert!(b.take_receipt("c", "m3", ReceiptKind::Read));
-        assert!(b.take_receipt("c", "m1", ReceiptKind::Read));
-    }
-
-    #[test]
-    fn the_budget_map_is_bounded() {
-        let b = EventBudget::new(Duration::from_secs(60), 2, 3);
-        for i in 0..10 {
-            b.take_typing(&format!("c{i}"));
-        }
-        assert_eq!(b.len(), 3);
+        assert!(b.take_receipt("m3", ReceiptKind::Read));
+        assert!(b.take_receipt("m1", ReceiptKind::Read));
+        assert_eq!(b.receipts.len(), 2);
     }
 
     #[test]
@@ -468,9 +459,18 @@ mod tests {
         assert_eq!(c.held("a"), ["x"]);
         c.reserve("a").unwrap().commit("x");
         assert_eq!(c.held("a"), ["x"]);
-        c.forget("a", &["x".to_string()]);
+        c.forget(&["x".to_string()]);
         assert!(c.held("a").is_empty());
-        assert!(c.chats.lock().unwrap().is_empty());
+        c.reserve("a").unwrap().commit("y");
+        c.reserve("a").unwrap().commit("z");
+        assert!(c.reserve("a").is_err());
+        // A chat's end frees its slot at once.
+        c.release("y");
+        c.reserve("a").unwrap().commit("w");
+        c.release("z");
+        c.release("w");
+        assert!(c.inner.lock().unwrap().callers.is_empty());
+        assert!(c.inner.lock().unwrap().owner_of.is_empty());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::connect::item::Item;
 use crate::connect::{Connect, UpstreamError};
 use crate::ops::metrics::Metrics;
 use crate::pb;
+use crate::security::limits::{EventBudget, EventBudgetSettings};
 use crate::security::secret::Secret;
 use crate::store::{ChatRecord, SessionStore};
 use cursor::Cursor;
@@ -57,6 +58,8 @@ pub struct SessionSettings {
     pub rotate_interval: Duration,
     /// Calls that may wait at once for the actor's token refresh (more wait for room).
     pub token_waiters: usize,
+    /// The chat's budget of typing and receipts forwarded to Connect.
+    pub event_budget: EventBudgetSettings,
 }
 
 impl Default for SessionSettings {
@@ -76,6 +79,7 @@ impl Default for SessionSettings {
             token_refresh_margin: Duration::from_secs(60),
             rotate_interval: Duration::from_secs(55 * 60),
             token_waiters: 64,
+            event_budget: EventBudgetSettings::default(),
         }
     }
 }
@@ -151,6 +155,8 @@ pub struct Session {
     ending: CancellationToken,
     subscribers: AtomicUsize,
     last_used: Mutex<Instant>,
+    /// Typing and receipts forwarded to Connect: held per chat, so it ends with the chat.
+    event_budget: Mutex<EventBudget>,
     settings: SessionSettings,
     pub(crate) metrics: Arc<Metrics>,
 }
@@ -210,6 +216,11 @@ impl Session {
             subscribers: self.subscribers.load(Ordering::Relaxed),
             last_cursor: st.last_cursor.as_ref().map(Cursor::encode),
         }
+    }
+
+    /// Runs `f` on the chat's SendEvent budget.
+    pub fn with_event_budget<T>(&self, f: impl FnOnce(&mut EventBudget) -> T) -> T {
+        f(&mut self.event_budget.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub fn is_ended(&self) -> bool {
@@ -372,6 +383,9 @@ pub fn event_with_cursor(
     (ev, cursor)
 }
 
+/// What is told of a chat's end.
+type OnEnd = Box<dyn Fn(&str) + Send + Sync>;
+
 struct Inner {
     upstream: Connect,
     store: Arc<dyn SessionStore>,
@@ -379,6 +393,8 @@ struct Inner {
     live: Mutex<HashMap<String, Arc<Session>>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// Told of every chat this process sees end (the per-caller chat slots).
+    on_end: std::sync::OnceLock<OnEnd>,
 }
 
 /// The registry of live sessions: at most one per contact.
@@ -397,8 +413,14 @@ impl Sessions {
                 live: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
+                on_end: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Sets what is told of every chat that ends (once; later calls are ignored).
+    pub fn on_chat_end(&self, f: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.inner.on_end.set(Box::new(f));
     }
 
     pub fn upstream(&self) -> &Connect {
@@ -475,6 +497,7 @@ impl Sessions {
             ending: CancellationToken::new(),
             subscribers: AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
+            event_budget: Mutex::new(EventBudget::new(self.inner.settings.event_budget)),
             settings: self.inner.settings.clone(),
             metrics: self.inner.upstream.metrics().clone(),
         });
@@ -492,6 +515,9 @@ impl Sessions {
             )
             .await;
             if s.is_ended() {
+                if let Some(on_end) = inner.on_end.get() {
+                    on_end(&s.contact_id);
+                }
                 if let Err(e) = inner.store.mark_ended(&s.contact_id).await {
                     tracing::warn!(contact_id = %s.contact_id, error = %e, "could not mark the chat ended");
                 }
