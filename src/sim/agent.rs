@@ -8,7 +8,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::state::{Chat, EndReason, Shared, CT_TEXT, CT_TYPING};
+use super::state::{Chat, EndReason, Shared};
+use crate::connect::content_type as ct;
 
 /// What the agent task hears about.
 #[derive(Debug)]
@@ -137,7 +138,7 @@ impl Agent {
     fn join(&mut self, now: Instant) -> bool {
         let joined = self
             .chat
-            .event(super::state::CT_JOINED, Some(&self.chat.agent));
+            .event(ct::PARTICIPANT_JOINED, Some(&self.chat.agent));
         if self.chat.push(&self.shared, joined, true).is_none() {
             return false;
         }
@@ -170,7 +171,7 @@ impl Agent {
             }
         }
         if cfg.typing {
-            let typing = chat.item("TYPING", CT_TYPING, None, Some(&chat.agent));
+            let typing = chat.item("TYPING", ct::TYPING, None, Some(&chat.agent));
             if chat.push(&self.shared, typing, false).is_none() {
                 return;
             }
@@ -188,9 +189,12 @@ impl Agent {
 
     /// Push an agent text message; false when the chat has ended.
     fn say(&self, text: &str) -> bool {
-        let msg = self
-            .chat
-            .item("MESSAGE", CT_TEXT, Some(text), Some(&self.chat.agent));
+        let msg = self.chat.item(
+            "MESSAGE",
+            ct::TEXT_PLAIN,
+            Some(text),
+            Some(&self.chat.agent),
+        );
         self.chat.push(&self.shared, msg, true).is_some()
     }
 }

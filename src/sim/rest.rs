@@ -22,26 +22,19 @@ use super::agent::AgentEvent;
 use super::files::{attachment_url, MAX_ATTACHMENT_BYTES};
 use super::state::{
     format_after, format_ms, new_token, now_ms, parse_time_ms, Attachment, Chat, Denied, EndReason,
-    NewChat, Shared, StartError, CT_ACK, CT_DELIVERED, CT_INTERACTIVE_RESPONSE, CT_READ, CT_TEXT,
-    CT_TYPING,
+    NewChat, Shared, StartError,
 };
 use super::transcript::{self, Direction, Order, Start};
 use super::{FaultKind, Operation};
+use crate::connect::content_type;
 
-/// Content types a customer may send with SendMessage.
-const MESSAGE_TYPES: [&str; 4] = [
-    CT_TEXT,
-    "text/markdown",
-    "application/json",
-    CT_INTERACTIVE_RESPONSE,
-];
 /// Content types StartChatContact accepts in SupportedMessagingContentTypes.
 const SUPPORTED_TYPES: [&str; 5] = [
-    CT_TEXT,
-    "text/markdown",
-    "application/json",
+    content_type::TEXT_PLAIN,
+    content_type::TEXT_MARKDOWN,
+    content_type::APPLICATION_JSON,
     "application/vnd.amazonaws.connect.message.interactive",
-    CT_INTERACTIVE_RESPONSE,
+    content_type::INTERACTIVE_RESPONSE,
 ];
 /// Attachment MIME types (csv, doc(x), heic, jfif/jpeg/jpg, mov, mp4, pdf, png, ppt(x), rtf,
 /// txt, wav, xls(x)).
@@ -410,7 +403,10 @@ fn validate_start(req: &StartChatContactRequest) -> Result<NewChat, ApiError> {
         ));
     }
     let supported_types = match &req.supported_messaging_content_types {
-        None => vec![CT_TEXT.to_owned(), CT_INTERACTIVE_RESPONSE.to_owned()],
+        None => vec![
+            content_type::TEXT_PLAIN.to_owned(),
+            content_type::INTERACTIVE_RESPONSE.to_owned(),
+        ],
         Some(types) => {
             if let Some(t) = types
                 .iter()
@@ -420,7 +416,7 @@ fn validate_start(req: &StartChatContactRequest) -> Result<NewChat, ApiError> {
                     "SupportedMessagingContentTypes contains unsupported type {t:?}"
                 )));
             }
-            if !types.iter().any(|t| t == CT_TEXT) {
+            if !types.iter().any(|t| t == content_type::TEXT_PLAIN) {
                 return Err(bad(
                     "SupportedMessagingContentTypes must contain text/plain".into(),
                 ));
@@ -434,7 +430,7 @@ fn validate_start(req: &StartChatContactRequest) -> Result<NewChat, ApiError> {
             let ct =
                 required("InitialMessage.ContentType", &m.content_type, 1, 100).map_err(bad)?;
             let content = required("InitialMessage.Content", &m.content, 1, 16384).map_err(bad)?;
-            if !MESSAGE_TYPES.contains(&ct) || !supported_types.iter().any(|t| t == ct) {
+            if !content_type::is_message(ct) || !supported_types.iter().any(|t| t == ct) {
                 return Err(bad(format!(
                     "InitialMessage.ContentType {ct:?} is not supported by this chat"
                 )));
@@ -614,9 +610,10 @@ async fn send_message(
             required("ContentType", &req.content_type, 1, 100).map_err(ApiError::validation)?;
         let content = required("Content", &req.content, 1, 16384).map_err(ApiError::validation)?;
         optional("ClientToken", &req.client_token, 0, 500).map_err(ApiError::validation)?;
-        if !MESSAGE_TYPES.contains(&ct) {
+        if !content_type::is_message(ct) {
             return Err(ApiError::validation(format!(
-                "ContentType {ct:?} is not supported; use text/plain, text/markdown, application/json or {CT_INTERACTIVE_RESPONSE}"
+                "ContentType {ct:?} is not supported; use text/plain, text/markdown, application/json or {}",
+                content_type::INTERACTIVE_RESPONSE
             )));
         }
         if !chat.supported_types.iter().any(|t| t == ct) {
@@ -624,7 +621,7 @@ async fn send_message(
                 "ContentType {ct:?} is not in this chat's SupportedMessagingContentTypes"
             )));
         }
-        if (ct == "application/json" || ct == CT_INTERACTIVE_RESPONSE)
+        if (ct == content_type::APPLICATION_JSON || ct == content_type::INTERACTIVE_RESPONSE)
             && serde_json::from_str::<Value>(content).is_err()
         {
             return Err(ApiError::validation(format!(
@@ -668,12 +665,21 @@ async fn send_event(
             required("ContentType", &req.content_type, 1, 100).map_err(ApiError::validation)?;
         optional("Content", &req.content, 1, 16384).map_err(ApiError::validation)?;
         optional("ClientToken", &req.client_token, 0, 500).map_err(ApiError::validation)?;
-        if !matches!(ct, CT_TYPING | CT_DELIVERED | CT_READ | CT_ACK) {
+        if !matches!(
+            ct,
+            content_type::TYPING
+                | content_type::DELIVERED
+                | content_type::READ
+                | content_type::CONNECTION_ACKNOWLEDGED
+        ) {
             return Err(ApiError::validation(format!(
-                "ContentType {ct:?} is not a supported event type ({CT_TYPING}, {CT_DELIVERED}, {CT_READ})"
+                "ContentType {ct:?} is not a supported event type ({}, {}, {})",
+                content_type::TYPING,
+                content_type::DELIVERED,
+                content_type::READ
             )));
         }
-        let receipt_for = if ct == CT_DELIVERED || ct == CT_READ {
+        let receipt_for = if ct == content_type::DELIVERED || ct == content_type::READ {
             let content = req
                 .content
                 .as_deref()
@@ -698,21 +704,28 @@ async fn send_event(
             return Ok(id_and_time(id, *ms));
         }
         let (id, ms) = match (ct, receipt_for) {
-            (CT_ACK, _) => (uuid::Uuid::new_v4().to_string(), now_ms()),
+            (content_type::CONNECTION_ACKNOWLEDGED, _) => {
+                (uuid::Uuid::new_v4().to_string(), now_ms())
+            }
             (_, Some(message_id)) => {
                 if !st.has_item(&message_id) {
                     return Err(ApiError::validation(
                         "messageId does not match a message of this chat",
                     ));
                 }
-                let receipt = chat.receipt(ct == CT_READ, &message_id, &chat.customer, now_ms());
+                let receipt = chat.receipt(
+                    ct == content_type::READ,
+                    &message_id,
+                    &chat.customer,
+                    now_ms(),
+                );
                 let p = chat.commit(&shared, &mut st, receipt, false);
                 (p.id, p.abs_ms)
             }
             _ => {
                 let typing = chat.item(
                     "TYPING",
-                    CT_TYPING,
+                    content_type::TYPING,
                     req.content.as_deref(),
                     Some(&chat.customer),
                 );

@@ -22,19 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::agent::{self, AgentEvent};
 use super::{Counters, FaultKind, Operation, SimConfig, SimError};
-
-/// Content type prefix of every chat event.
-pub const EVENT_PREFIX: &str = "application/vnd.amazonaws.connect.event.";
-pub const CT_JOINED: &str = "application/vnd.amazonaws.connect.event.participant.joined";
-pub const CT_LEFT: &str = "application/vnd.amazonaws.connect.event.participant.left";
-pub const CT_ENDED: &str = "application/vnd.amazonaws.connect.event.chat.ended";
-pub const CT_TYPING: &str = "application/vnd.amazonaws.connect.event.typing";
-pub const CT_DELIVERED: &str = "application/vnd.amazonaws.connect.event.message.delivered";
-pub const CT_READ: &str = "application/vnd.amazonaws.connect.event.message.read";
-pub const CT_ACK: &str = "application/vnd.amazonaws.connect.event.connection.acknowledged";
-pub const CT_TEXT: &str = "text/plain";
-pub const CT_INTERACTIVE_RESPONSE: &str =
-    "application/vnd.amazonaws.connect.message.interactive.response";
+use crate::connect::content_type as ct;
 
 /// Lock a mutex, recovering the data if a previous holder panicked (nothing here panics while
 /// holding a lock, but a poisoned lock must not take the simulator down).
@@ -378,12 +366,12 @@ impl Chat {
         reader: &Member,
         at_ms: i64,
     ) -> Map<String, Value> {
-        let (ct, key) = if read {
-            (CT_READ, "ReadTimestamp")
+        let (content_type, key) = if read {
+            (ct::READ, "ReadTimestamp")
         } else {
-            (CT_DELIVERED, "DeliveredTimestamp")
+            (ct::DELIVERED, "DeliveredTimestamp")
         };
-        let mut obj = self.item("MESSAGEMETADATA", ct, None, Some(reader));
+        let mut obj = self.item("MESSAGEMETADATA", content_type, None, Some(reader));
         obj.insert(
             "MessageMetadata".into(),
             json!({
@@ -885,7 +873,7 @@ impl Shared {
         };
         {
             let mut st = chat.lock();
-            let joined = chat.event(CT_JOINED, Some(&chat.customer));
+            let joined = chat.event(ct::PARTICIPANT_JOINED, Some(&chat.customer));
             chat.commit(self, &mut st, joined, true);
             if let Some((content_type, content)) = &req.initial_message {
                 let msg = chat.item("MESSAGE", content_type, Some(content), Some(&chat.customer));
@@ -1076,17 +1064,17 @@ impl Shared {
             }
             match reason {
                 EndReason::Agent => {
-                    let left = chat.event(CT_LEFT, Some(&chat.agent));
+                    let left = chat.event(ct::PARTICIPANT_LEFT, Some(&chat.agent));
                     chat.commit(self, &mut st, left, true);
                 }
                 EndReason::Customer => {
                     chat.customer_left.store(true, Ordering::Release);
-                    let left = chat.event(CT_LEFT, Some(&chat.customer));
+                    let left = chat.event(ct::PARTICIPANT_LEFT, Some(&chat.customer));
                     chat.commit(self, &mut st, left, true);
                 }
                 EndReason::Expired => {}
             }
-            let ended = chat.event(CT_ENDED, None);
+            let ended = chat.event(ct::CHAT_ENDED, None);
             chat.commit(self, &mut st, ended, true);
             self.finish_locked(chat, &mut st);
         }
@@ -1142,7 +1130,7 @@ impl Shared {
         let chat = self
             .find_chat(contact_id)
             .ok_or_else(|| SimError::UnknownContact(contact_id.to_owned()))?;
-        let msg = chat.item("MESSAGE", CT_TEXT, Some(text), Some(&chat.agent));
+        let msg = chat.item("MESSAGE", ct::TEXT_PLAIN, Some(text), Some(&chat.agent));
         chat.push(self, msg, true)
             .map(|p| p.id)
             .ok_or_else(|| SimError::ChatEnded(contact_id.to_owned()))
@@ -1170,8 +1158,8 @@ impl Shared {
         let kind = obj.get("Type").and_then(Value::as_str).unwrap_or("");
         let content_type = obj.get("ContentType").and_then(Value::as_str).unwrap_or("");
         let store = !(matches!(kind, "TYPING" | "MESSAGEMETADATA")
-            || matches!(content_type, CT_TYPING | CT_DELIVERED | CT_READ));
-        let ends = content_type == CT_ENDED;
+            || matches!(content_type, ct::TYPING | ct::DELIVERED | ct::READ));
+        let ends = content_type == ct::CHAT_ENDED;
         let pushed = {
             let mut st = chat.lock();
             if st.ended {
