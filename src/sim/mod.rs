@@ -211,8 +211,22 @@ impl Default for AgentConfig {
     }
 }
 
-/// The operations of both services, for counters and fault injection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The operations of both services, for counters and fault injection. `Operation::iter()`
+/// (strum's `IntoEnumIterator`) yields every one in declaration order, `Operation::COUNT`
+/// (`EnumCount`) says how many; the API name is the variant's name.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::EnumIter,
+    strum::EnumCount,
+    strum::IntoStaticStr,
+)]
 pub enum Operation {
     StartChatContact,
     CreateParticipantConnection,
@@ -229,43 +243,14 @@ pub enum Operation {
 }
 
 impl Operation {
-    /// Every operation, in declaration order.
-    pub const ALL: [Operation; 12] = [
-        Operation::StartChatContact,
-        Operation::CreateParticipantConnection,
-        Operation::SendMessage,
-        Operation::SendEvent,
-        Operation::GetTranscript,
-        Operation::DisconnectParticipant,
-        Operation::StartAttachmentUpload,
-        Operation::CompleteAttachmentUpload,
-        Operation::GetAttachment,
-        Operation::DescribeView,
-        Operation::GetAuthenticationUrl,
-        Operation::CancelParticipantAuthentication,
-    ];
-
-    /// Position in [`Operation::ALL`].
+    /// Position in declaration order (`0..Operation::COUNT`).
     pub fn index(self) -> usize {
         self as usize
     }
 
     /// The operation's API name, e.g. `SendMessage`.
     pub fn name(self) -> &'static str {
-        match self {
-            Operation::StartChatContact => "StartChatContact",
-            Operation::CreateParticipantConnection => "CreateParticipantConnection",
-            Operation::SendMessage => "SendMessage",
-            Operation::SendEvent => "SendEvent",
-            Operation::GetTranscript => "GetTranscript",
-            Operation::DisconnectParticipant => "DisconnectParticipant",
-            Operation::StartAttachmentUpload => "StartAttachmentUpload",
-            Operation::CompleteAttachmentUpload => "CompleteAttachmentUpload",
-            Operation::GetAttachment => "GetAttachment",
-            Operation::DescribeView => "DescribeView",
-            Operation::GetAuthenticationUrl => "GetAuthenticationUrl",
-            Operation::CancelParticipantAuthentication => "CancelParticipantAuthentication",
-        }
+        self.into()
     }
 
     /// Connect's published rate quota for the operation, requests per second and burst
@@ -563,5 +548,29 @@ impl SimHandle {
                 "simulator tasks still running after the grace period"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strum::{EnumCount as _, IntoEnumIterator as _};
+
+    #[test]
+    fn operation_names_indices_and_wire_names_agree() {
+        let all: Vec<Operation> = Operation::iter().collect();
+        assert_eq!(all.len(), Operation::COUNT);
+        assert_eq!(Operation::COUNT, 12);
+        for (i, op) in all.iter().enumerate() {
+            assert_eq!(op.index(), i);
+            // The admin API and the counters use the same names as serde.
+            assert_eq!(serde_json::to_value(op).unwrap(), op.name());
+            assert_eq!(format!("{op:?}"), op.name());
+        }
+        assert_eq!(Operation::SendMessage.name(), "SendMessage");
+        assert_eq!(
+            Operation::CancelParticipantAuthentication.name(),
+            "CancelParticipantAuthentication"
+        );
     }
 }

@@ -16,6 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rand::RngCore as _;
 use serde_json::{json, Map, Value};
+use strum::{EnumCount as _, IntoEnumIterator as _};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -170,7 +171,7 @@ impl Tasks {
 /// Counters updated without locks.
 #[derive(Default)]
 pub struct Stats {
-    calls: [AtomicU64; 12],
+    calls: [AtomicU64; Operation::COUNT],
     pub open_sockets: AtomicU64,
     pub chats_ended: AtomicU64,
     pub items_pushed: AtomicU64,
@@ -585,7 +586,7 @@ pub struct Shared {
     answer_heartbeats: AtomicBool,
     frame_delay_us: AtomicU64,
     answer_delay_us: AtomicU64,
-    faults: Mutex<[Option<(u32, FaultKind)>; 12]>,
+    faults: Mutex<[Option<(u32, FaultKind)>; Operation::COUNT]>,
     /// Token buckets of the operations' rate quotas, when they are enforced.
     quotas: Vec<Option<governor::DefaultDirectRateLimiter>>,
     /// Attachment bytes reserved (declared sizes of uploads started), bounded by config.
@@ -627,9 +628,8 @@ impl Shared {
             answer_heartbeats: AtomicBool::new(true),
             frame_delay_us: AtomicU64::new(0),
             answer_delay_us: AtomicU64::new(0),
-            faults: Mutex::new([None; 12]),
-            quotas: Operation::ALL
-                .iter()
+            faults: Mutex::new([None; Operation::COUNT]),
+            quotas: Operation::iter()
                 .map(|op| {
                     let (rate, burst) = op.rate_quota().filter(|_| rate_quotas)?;
                     let quota = governor::Quota::per_second(NonZeroU32::new(rate)?)
@@ -716,9 +716,8 @@ impl Shared {
     pub fn counters(&self) -> Counters {
         let live = lock(&self.registry).live;
         Counters {
-            calls: Operation::ALL
-                .iter()
-                .map(|op| (op.name().to_owned(), self.stats.calls(*op)))
+            calls: Operation::iter()
+                .map(|op| (op.name().to_owned(), self.stats.calls(op)))
                 .collect(),
             open_sockets: self.stats.open_sockets.load(Ordering::Relaxed),
             chats_live: live as u64,
