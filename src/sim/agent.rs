@@ -5,26 +5,18 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::state::{Chat, EndReason, Shared};
+use super::model::chat::{AgentEvent, AgentInbox, Chat, EndReason};
+use super::model::registry::Shared;
+use super::model::time::now_ms;
 use crate::connect::content_type as ct;
 
-/// What the agent task hears about.
-#[derive(Debug)]
-pub enum AgentEvent {
-    /// A customer message was stored (SendMessage or the initial message).
-    CustomerMessage { id: String, content: String },
-}
-
-/// Start the agent task of a new chat.
-pub fn spawn(shared: Arc<Shared>, chat: Arc<Chat>, rx: mpsc::Receiver<AgentEvent>) {
-    let guard = shared.task_guard();
-    tokio::spawn(async move {
-        let _guard = guard;
-        Agent::new(shared, chat).run(rx).await;
-    });
+/// Start the agent task of a new chat, tracked by the simulator's task tracker (the
+/// registry's [`SpawnAgent`](super::model::registry::SpawnAgent)).
+pub fn spawn(shared: Arc<Shared>, chat: Arc<Chat>, rx: AgentInbox) {
+    let tasks = shared.tasks.clone();
+    tasks.spawn(Agent::new(shared, chat).run(rx));
 }
 
 struct Reply {
@@ -56,7 +48,7 @@ impl Agent {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<AgentEvent>) {
+    async fn run(mut self, mut rx: AgentInbox) {
         let start = Instant::now();
         let join_at = start + self.shared.config.agent.join_delay;
         let end_at = start.checked_add(self.chat.duration);
@@ -139,7 +131,7 @@ impl Agent {
         let joined = self
             .chat
             .event(ct::PARTICIPANT_JOINED, Some(&self.chat.agent));
-        if self.chat.push(&self.shared, joined, true).is_none() {
+        if self.shared.push(&self.chat, joined, true).is_none() {
             return false;
         }
         self.joined = true;
@@ -162,17 +154,17 @@ impl Agent {
         }
         let chat = &self.chat;
         if cfg.receipts {
-            let now = super::state::now_ms();
+            let now = now_ms();
             for read in [false, true] {
                 let receipt = chat.receipt(read, message_id, &chat.agent, now);
-                if chat.push(&self.shared, receipt, false).is_none() {
+                if self.shared.push(chat, receipt, false).is_none() {
                     return;
                 }
             }
         }
         if cfg.typing {
             let typing = chat.item("TYPING", ct::TYPING, None, Some(&chat.agent));
-            if chat.push(&self.shared, typing, false).is_none() {
+            if self.shared.push(chat, typing, false).is_none() {
                 return;
             }
         }
@@ -195,6 +187,6 @@ impl Agent {
             Some(text),
             Some(&self.chat.agent),
         );
-        self.chat.push(&self.shared, msg, true).is_some()
+        self.shared.push(&self.chat, msg, true).is_some()
     }
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::state::{Chat, Shared};
+use super::model::chat::Chat;
+use super::model::registry::Shared;
 use crate::connect::content_type as ct;
 
 /// A stamped message's content is this prefix followed by the push time in Unix nanoseconds.
@@ -92,7 +93,7 @@ fn push(shared: &Shared, chat: &Chat, stamp: bool, n: u64) -> bool {
         format!("bench {n}")
     };
     let obj = chat.item("MESSAGE", ct::TEXT_PLAIN, Some(&content), Some(&chat.agent));
-    chat.commit(shared, &mut st, obj, true);
+    shared.commit(chat, &mut st, obj, true);
     true
 }
 

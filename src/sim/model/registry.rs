@@ -1,501 +1,35 @@
-//! The simulator's data: chats, their participants and transcript items, tokens, socket
-//! registrations and counters. Two levels of `std::sync::Mutex`: the registry (lookups by token
-//! or contact id) and one per chat; the registry is never locked while a chat lock is held,
-//! and no lock is held across an `.await` or while writing to a socket.
+//! The registry every handler and task shares ([`Shared`]): chats by contact id, participant
+//! and connection tokens, socket URLs, StartChatContact ClientTokens, the bound on live and
+//! ended chats, attachment bytes, counters and knobs. Two levels of `std::sync::Mutex`: the
+//! registry and one per chat; the registry is never locked while a chat lock is held, and no
+//! lock is held across an `.await` or while writing to a socket.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::ws::Utf8Bytes;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use rand::RngCore as _;
-use serde_json::{json, Map, Value};
-use strum::{EnumCount as _, IntoEnumIterator as _};
-use tokio::sync::{mpsc, Notify};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::agent::{self, AgentEvent};
-use super::{Counters, FaultKind, Operation, SimConfig, SimError};
+use super::chat::{
+    AgentEvent, AgentInbox, Chat, ChatFrame, ChatState, Denied, EndReason, Member, Pushed,
+    SocketEntry,
+};
+use super::knobs::Knobs;
+use super::operation::{FaultKind, Operation};
+use super::stats::{Counters, Stats};
+use super::support::{lock, new_token, BoundedMap};
+use super::time::{format_after, parse_time_ms};
 use crate::connect::content_type as ct;
-
-/// Lock a mutex, recovering the data if a previous holder panicked (nothing here panics while
-/// holding a lock, but a poisoned lock must not take the simulator down).
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// The participant service's time format: `2019-11-08T02:41:28.172Z` (UTC, milliseconds).
-pub fn format_ms(ms: i64) -> String {
-    let dt = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        dt.year(),
-        u8::from(dt.month()),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        dt.millisecond()
-    )
-}
-
-/// `format_ms` of a wall-clock instant `after` from now.
-pub fn format_after(after: Duration) -> String {
-    let ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX / 2);
-    format_ms(now_ms().saturating_add(ms))
-}
-
-/// Parse an ISO 8601 / RFC 3339 time to milliseconds since the epoch.
-pub fn parse_time_ms(s: &str) -> Option<i64> {
-    let dt = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(dt.unix_timestamp_nanos() / 1_000_000).ok()
-}
-
-/// 32 random bytes, URL-safe base64: unguessable tokens.
-pub fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// A map that forgets its oldest keys beyond `cap` entries.
-#[derive(Debug)]
-pub struct BoundedMap<V> {
-    map: HashMap<String, V>,
-    order: VecDeque<String>,
-    cap: usize,
-}
-
-impl<V> BoundedMap<V> {
-    pub fn new(cap: usize) -> Self {
-        BoundedMap {
-            map: HashMap::new(),
-            order: VecDeque::new(),
-            cap: cap.max(1),
-        }
-    }
-
-    pub fn get(&self, key: &str) -> Option<&V> {
-        self.map.get(key)
-    }
-
-    pub fn remove(&mut self, key: &str) -> Option<V> {
-        let v = self.map.remove(key)?;
-        self.order.retain(|k| k != key);
-        Some(v)
-    }
-
-    /// Insert; returns the entries pushed out to respect the bound.
-    pub fn insert(&mut self, key: String, value: V) -> Vec<(String, V)> {
-        if let Some(slot) = self.map.get_mut(&key) {
-            *slot = value;
-            return Vec::new();
-        }
-        let mut evicted = Vec::new();
-        while self.map.len() >= self.cap {
-            let Some(old) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(v) = self.map.remove(&old) {
-                evicted.push((old, v));
-            }
-        }
-        self.order.push_back(key.clone());
-        self.map.insert(key, value);
-        evicted
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-}
-
-/// Counts live background tasks so shutdown can wait for them.
-#[derive(Default)]
-pub struct Tasks {
-    active: AtomicUsize,
-    /// Woken when `active` drops to zero.
-    idle: Notify,
-}
-
-/// Held by a task for its whole life; dropping it marks the task finished.
-pub struct TaskGuard(Arc<Shared>);
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        if self.0.tasks.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.tasks.idle.notify_waiters();
-        }
-    }
-}
-
-impl Tasks {
-    pub fn active(&self) -> usize {
-        self.active.load(Ordering::Acquire)
-    }
-
-    /// Resolve once no task holds a guard.
-    pub async fn wait_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.active() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// Counters updated without locks.
-#[derive(Default)]
-pub struct Stats {
-    calls: [AtomicU64; Operation::COUNT],
-    pub open_sockets: AtomicU64,
-    pub chats_ended: AtomicU64,
-    pub items_pushed: AtomicU64,
-    pub frames_sent: AtomicU64,
-    pub sockets_closed_slow: AtomicU64,
-    pub upgrades_refused: AtomicU64,
-}
-
-impl Stats {
-    pub fn calls(&self, op: Operation) -> u64 {
-        self.calls[op.index()].load(Ordering::Relaxed)
-    }
-}
-
-/// One participant of a chat.
-#[derive(Debug, Clone)]
-pub struct Member {
-    pub id: String,
-    pub display_name: String,
-    pub role: &'static str,
-}
-
-/// What an item pushed to a socket queue carries: the frame text, serialised once and shared.
-#[derive(Debug, Clone)]
-pub struct ChatFrame {
-    pub text: Utf8Bytes,
-    /// When the frame may be written (the frame-delay knob); frames are written in queue order.
-    pub deliver_at: Instant,
-}
-
-/// A socket registered on a chat.
-pub struct SocketEntry {
-    pub participant_id: String,
-    /// Dropping this sender closes the socket gracefully once its queue is drained.
-    pub tx: mpsc::Sender<ChatFrame>,
-    /// Set by the socket task when the client subscribed to `aws/chat`.
-    pub subscribed: Arc<AtomicBool>,
-    /// Cancelling it closes the socket abruptly.
-    pub kill: CancellationToken,
-}
-
-/// One stored transcript item.
-#[derive(Debug, Clone)]
-pub struct StoredItem {
-    pub seq: u64,
-    pub id: String,
-    pub abs_ms: i64,
-    pub value: Value,
-}
-
-/// The result of pushing an item.
-#[derive(Debug, Clone)]
-pub struct Pushed {
-    pub id: String,
-    pub abs_ms: i64,
-    pub value: Value,
-}
-
-/// An attachment of a chat.
-pub struct Attachment {
-    pub id: String,
-    pub name: String,
-    pub content_type: String,
-    pub size: u64,
-    pub upload_token: String,
-    pub upload_expires: Instant,
-    pub data: Option<Bytes>,
-    pub completed: bool,
-    /// Download tokens handed out by GetAttachment (bounded): token, expiry, disposition.
-    pub downloads: VecDeque<(String, Instant, Option<String>)>,
-}
-
-/// The mutable part of a chat.
-pub struct ChatState {
-    pub items: VecDeque<StoredItem>,
-    next_seq: u64,
-    last_ms: i64,
-    ids: HashMap<String, u64>,
-    pub sockets: Vec<SocketEntry>,
-    /// SendMessage ClientToken → (Id, AbsoluteTime).
-    pub message_tokens: BoundedMap<(String, i64)>,
-    /// SendEvent ClientToken → (Id, AbsoluteTime).
-    pub event_tokens: BoundedMap<(String, i64)>,
-    /// StartAttachmentUpload ClientToken → AttachmentId.
-    pub upload_tokens: BoundedMap<String>,
-    pub attachments: HashMap<String, Attachment>,
-    pub customer_connected: bool,
-    pub ended: bool,
-    pub agent_messages: u64,
-}
-
-impl ChatState {
-    /// Sequence number of the stored item with that id.
-    pub fn seq_of(&self, id: &str) -> Option<u64> {
-        self.ids.get(id).copied()
-    }
-
-    /// Whether a stored item with that id exists.
-    pub fn has_item(&self, id: &str) -> bool {
-        self.ids.contains_key(id)
-    }
-}
+use crate::sim::config::SimConfig;
 
 /// Past contacts a persistent chat's transcript reaches back through.
 pub const MAX_CHAIN: usize = 100;
-
-/// One chat contact.
-pub struct Chat {
-    pub contact_id: String,
-    pub instance_id: String,
-    pub customer: Member,
-    pub agent: Member,
-    pub supported_types: Vec<String>,
-    pub duration: Duration,
-    pub continued_from: Option<String>,
-    ended: AtomicBool,
-    customer_left: AtomicBool,
-    state: Mutex<ChatState>,
-    /// Customer events for this chat's agent task (bounded by `agent_queue`).
-    agent_tx: mpsc::Sender<AgentEvent>,
-    /// Stops the agent task when the chat ends or the simulator shuts down.
-    pub agent_stop: CancellationToken,
-}
-
-/// Why a participant call is refused (AccessDeniedException).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Denied(pub &'static str);
-
-impl Chat {
-    pub fn lock(&self) -> MutexGuard<'_, ChatState> {
-        lock(&self.state)
-    }
-
-    pub fn is_ended(&self) -> bool {
-        self.ended.load(Ordering::Acquire)
-    }
-
-    /// Whether the customer's tokens still work.
-    pub fn customer_access(&self) -> Result<(), Denied> {
-        if self.is_ended() {
-            Err(Denied("The chat has ended"))
-        } else if self.customer_left.load(Ordering::Acquire) {
-            Err(Denied("The participant has disconnected"))
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Send an event to the agent task; dropped (with a warning) when its queue is full.
-    pub fn notify_agent(&self, ev: AgentEvent) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.agent_tx.try_send(ev) {
-            tracing::warn!(contact_id = %self.contact_id, "agent queue full; customer event dropped");
-        }
-    }
-
-    /// An item object from a sender (None: SYSTEM) with the usual fields.
-    pub fn item(
-        &self,
-        kind: &str,
-        content_type: &str,
-        content: Option<&str>,
-        from: Option<&Member>,
-    ) -> Map<String, Value> {
-        let mut obj = Map::new();
-        obj.insert("Type".into(), Value::String(kind.to_owned()));
-        obj.insert("ContentType".into(), Value::String(content_type.to_owned()));
-        if let Some(content) = content {
-            obj.insert("Content".into(), Value::String(content.to_owned()));
-        }
-        match from {
-            Some(m) => {
-                obj.insert("ParticipantId".into(), Value::String(m.id.clone()));
-                obj.insert("DisplayName".into(), Value::String(m.display_name.clone()));
-                obj.insert("ParticipantRole".into(), Value::String(m.role.to_owned()));
-            }
-            None => {
-                obj.insert("ParticipantRole".into(), Value::String("SYSTEM".to_owned()));
-            }
-        }
-        obj
-    }
-
-    /// An `EVENT` item of one of the event content types.
-    pub fn event(&self, content_type: &str, from: Option<&Member>) -> Map<String, Value> {
-        self.item("EVENT", content_type, None, from)
-    }
-
-    /// A receipt (`MESSAGEMETADATA`) for `message_id` by `reader`.
-    pub fn receipt(
-        &self,
-        read: bool,
-        message_id: &str,
-        reader: &Member,
-        at_ms: i64,
-    ) -> Map<String, Value> {
-        let (content_type, key) = if read {
-            (ct::READ, "ReadTimestamp")
-        } else {
-            (ct::DELIVERED, "DeliveredTimestamp")
-        };
-        let mut obj = self.item("MESSAGEMETADATA", content_type, None, Some(reader));
-        obj.insert(
-            "MessageMetadata".into(),
-            json!({
-                "MessageId": message_id,
-                "Receipts": [{ key: format_ms(at_ms), "RecipientParticipantId": reader.id }],
-            }),
-        );
-        obj
-    }
-
-    /// Store (when `store`) and push an item; fills `Id`, `AbsoluteTime`, `ContactId` and
-    /// `InitialContactId` when absent. The chat lock must be held (`st`).
-    pub fn commit(
-        &self,
-        shared: &Shared,
-        st: &mut ChatState,
-        mut obj: Map<String, Value>,
-        store: bool,
-    ) -> Pushed {
-        let id = match obj.get("Id").and_then(Value::as_str) {
-            Some(id) => id.to_owned(),
-            None => {
-                let id = uuid::Uuid::new_v4().to_string();
-                obj.insert("Id".into(), Value::String(id.clone()));
-                id
-            }
-        };
-        let abs_ms = match obj
-            .get("AbsoluteTime")
-            .and_then(Value::as_str)
-            .and_then(parse_time_ms)
-        {
-            Some(ms) => {
-                st.last_ms = st.last_ms.max(ms);
-                ms
-            }
-            None => {
-                // Strictly increasing within a chat: bump by 1 ms on ties.
-                let ms = now_ms().max(st.last_ms.saturating_add(1));
-                st.last_ms = ms;
-                obj.insert("AbsoluteTime".into(), Value::String(format_ms(ms)));
-                ms
-            }
-        };
-        obj.entry("ContactId")
-            .or_insert_with(|| Value::String(self.contact_id.clone()));
-        obj.entry("InitialContactId")
-            .or_insert_with(|| Value::String(self.contact_id.clone()));
-        let value = Value::Object(obj);
-        let item_json = serde_json::to_string(&value).unwrap_or_default();
-        let frame = serde_json::to_string(&json!({
-            "topic": "aws/chat",
-            "contentType": "application/json",
-            "content": item_json,
-        }))
-        .unwrap_or_default();
-        if store {
-            let seq = st.next_seq;
-            st.next_seq += 1;
-            st.items.push_back(StoredItem {
-                seq,
-                id: id.clone(),
-                abs_ms,
-                value: value.clone(),
-            });
-            st.ids.insert(id.clone(), seq);
-            while st.items.len() > shared.config.max_items_per_chat {
-                if let Some(old) = st.items.pop_front() {
-                    if st.ids.get(&old.id) == Some(&old.seq) {
-                        st.ids.remove(&old.id);
-                    }
-                }
-            }
-        }
-        shared.stats.items_pushed.fetch_add(1, Ordering::Relaxed);
-        fan_out(shared, st, Utf8Bytes::from(frame));
-        Pushed { id, abs_ms, value }
-    }
-
-    /// Push (and store when `store`) unless the chat has ended.
-    pub fn push(&self, shared: &Shared, obj: Map<String, Value>, store: bool) -> Option<Pushed> {
-        let mut st = self.lock();
-        if st.ended {
-            return None;
-        }
-        Some(self.commit(shared, &mut st, obj, store))
-    }
-
-    /// Open sockets of this chat (pruning the ones whose task has gone).
-    pub fn open_sockets(&self) -> usize {
-        let mut st = self.lock();
-        st.sockets.retain(|s| !s.tx.is_closed());
-        st.sockets.len()
-    }
-}
-
-/// Enqueue a frame on every subscribed socket of the chat. A full queue closes that socket.
-fn fan_out(shared: &Shared, st: &mut ChatState, frame: Utf8Bytes) {
-    if st.sockets.is_empty() {
-        return;
-    }
-    let deliver_at = Instant::now() + shared.frame_delay();
-    st.sockets.retain(|s| {
-        if !s.subscribed.load(Ordering::Acquire) {
-            return !s.tx.is_closed();
-        }
-        match s.tx.try_send(ChatFrame {
-            text: frame.clone(),
-            deliver_at,
-        }) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                shared
-                    .stats
-                    .sockets_closed_slow
-                    .fetch_add(1, Ordering::Relaxed);
-                s.kill.cancel();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    });
-}
 
 enum TokenKind {
     Participant,
@@ -564,16 +98,20 @@ pub struct Connection {
     pub credentials: Option<(String, String)>,
 }
 
-/// How a chat ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
-    /// Agent leaves, then chat.ended.
-    Agent,
-    /// Customer leaves (DisconnectParticipant), then chat.ended.
-    Customer,
-    /// ChatDurationInMinutes elapsed: chat.ended only.
-    Expired,
+/// Errors of the control methods of [`SimHandle`](crate::sim::SimHandle).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SimError {
+    #[error("no chat with contact id {0}")]
+    UnknownContact(String),
+    #[error("chat {0} has ended")]
+    ChatEnded(String),
+    #[error("invalid item: {0}")]
+    InvalidItem(String),
 }
+
+/// Starts the agent task of a new chat (the simulator passes `agent::spawn`; the registry
+/// knows only this signature).
+pub type SpawnAgent = fn(Arc<Shared>, Arc<Chat>, AgentInbox);
 
 /// Everything shared by handlers and tasks.
 pub struct Shared {
@@ -583,21 +121,20 @@ pub struct Shared {
     pub socket_base: String,
     registry: Mutex<Registry>,
     pub stats: Stats,
-    answer_heartbeats: AtomicBool,
-    frame_delay_us: AtomicU64,
-    answer_delay_us: AtomicU64,
-    faults: Mutex<[Option<(u32, FaultKind)>; Operation::COUNT]>,
-    /// Token buckets of the operations' rate quotas, when they are enforced.
-    quotas: Vec<Option<governor::DefaultDirectRateLimiter>>,
+    /// Faults, quotas, delays and heartbeat answers, turned at run time.
+    pub knobs: Knobs,
     /// Attachment bytes reserved (declared sizes of uploads started), bounded by config.
     attachment_bytes: AtomicU64,
     /// Cancelled on shutdown: stops the server, sockets and agents.
     pub shutdown: CancellationToken,
-    pub tasks: Tasks,
+    /// Every task the simulator spawns (server, TLS accept loop and handshakes, agents) and
+    /// every open socket; shutdown closes it and waits.
+    pub tasks: TaskTracker,
+    spawn_agent: SpawnAgent,
 }
 
 impl Shared {
-    pub fn new(config: SimConfig, local_addr: SocketAddr) -> Self {
+    pub fn new(config: SimConfig, local_addr: SocketAddr, spawn_agent: SpawnAgent) -> Self {
         let trim = |s: &String| s.trim_end_matches('/').to_owned();
         let public_base = config
             .public_base_url
@@ -625,74 +162,19 @@ impl Shared {
                 live: 0,
             }),
             stats: Stats::default(),
-            answer_heartbeats: AtomicBool::new(true),
-            frame_delay_us: AtomicU64::new(0),
-            answer_delay_us: AtomicU64::new(0),
-            faults: Mutex::new([None; Operation::COUNT]),
-            quotas: Operation::iter()
-                .map(|op| {
-                    let (rate, burst) = op.rate_quota().filter(|_| rate_quotas)?;
-                    let quota = governor::Quota::per_second(NonZeroU32::new(rate)?)
-                        .allow_burst(NonZeroU32::new(burst)?);
-                    Some(governor::RateLimiter::direct(quota))
-                })
-                .collect(),
+            knobs: Knobs::new(rate_quotas),
             attachment_bytes: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
-            tasks: Tasks::default(),
+            tasks: TaskTracker::new(),
+            spawn_agent,
         }
-    }
-
-    /// Register a running task; shutdown waits until every guard is dropped.
-    pub fn task_guard(self: &Arc<Self>) -> TaskGuard {
-        self.tasks.active.fetch_add(1, Ordering::AcqRel);
-        TaskGuard(self.clone())
     }
 
     /// Count a call and consume an injected fault for it, if any; else, with rate quotas on,
     /// throttle a call over its operation's quota.
     pub fn begin(&self, op: Operation) -> Option<FaultKind> {
-        self.stats.calls[op.index()].fetch_add(1, Ordering::Relaxed);
-        {
-            let mut faults = lock(&self.faults);
-            let slot = &mut faults[op.index()];
-            if let Some((left, kind)) = *slot {
-                *slot = (left > 1).then_some((left - 1, kind));
-                return Some(kind);
-            }
-        }
-        let quota = self.quotas.get(op.index())?.as_ref()?;
-        quota.check().is_err().then_some(FaultKind::Throttling)
-    }
-
-    pub fn fail_next(&self, op: Operation, count: u32, kind: FaultKind) {
-        lock(&self.faults)[op.index()] = (count > 0).then_some((count, kind));
-    }
-
-    pub fn set_answer_heartbeats(&self, answer: bool) {
-        self.answer_heartbeats.store(answer, Ordering::Release);
-    }
-
-    pub fn answer_heartbeats(&self) -> bool {
-        self.answer_heartbeats.load(Ordering::Acquire)
-    }
-
-    pub fn set_frame_delay(&self, delay: Duration) {
-        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
-        self.frame_delay_us.store(us, Ordering::Release);
-    }
-
-    pub fn frame_delay(&self) -> Duration {
-        Duration::from_micros(self.frame_delay_us.load(Ordering::Acquire))
-    }
-
-    pub fn set_answer_delay(&self, delay: Duration) {
-        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
-        self.answer_delay_us.store(us, Ordering::Release);
-    }
-
-    pub fn answer_delay(&self) -> Duration {
-        Duration::from_micros(self.answer_delay_us.load(Ordering::Acquire))
+        self.stats.count_call(op);
+        self.knobs.fault_for(op)
     }
 
     /// Reserve attachment bytes; false when the total bound would be exceeded.
@@ -715,18 +197,7 @@ impl Shared {
 
     pub fn counters(&self) -> Counters {
         let live = lock(&self.registry).live;
-        Counters {
-            calls: Operation::iter()
-                .map(|op| (op.name().to_owned(), self.stats.calls(op)))
-                .collect(),
-            open_sockets: self.stats.open_sockets.load(Ordering::Relaxed),
-            chats_live: live as u64,
-            chats_ended: self.stats.chats_ended.load(Ordering::Relaxed),
-            items_pushed: self.stats.items_pushed.load(Ordering::Relaxed),
-            frames_sent: self.stats.frames_sent.load(Ordering::Relaxed),
-            sockets_closed_slow: self.stats.sockets_closed_slow.load(Ordering::Relaxed),
-            upgrades_refused: self.stats.upgrades_refused.load(Ordering::Relaxed),
-        }
+        self.stats.snapshot(live as u64)
     }
 
     pub fn find_chat(&self, contact_id: &str) -> Option<Arc<Chat>> {
@@ -824,20 +295,7 @@ impl Shared {
                 continued_from: req.source_contact_id.clone(),
                 ended: AtomicBool::new(false),
                 customer_left: AtomicBool::new(false),
-                state: Mutex::new(ChatState {
-                    items: VecDeque::new(),
-                    next_seq: 1,
-                    last_ms: 0,
-                    ids: HashMap::new(),
-                    sockets: Vec::new(),
-                    message_tokens: BoundedMap::new(cap),
-                    event_tokens: BoundedMap::new(cap),
-                    upload_tokens: BoundedMap::new(cap),
-                    attachments: HashMap::new(),
-                    customer_connected: false,
-                    ended: false,
-                    agent_messages: 0,
-                }),
+                state: Mutex::new(ChatState::new(cap)),
                 agent_tx,
                 agent_stop: self.shutdown.child_token(),
             });
@@ -873,17 +331,17 @@ impl Shared {
         {
             let mut st = chat.lock();
             let joined = chat.event(ct::PARTICIPANT_JOINED, Some(&chat.customer));
-            chat.commit(self, &mut st, joined, true);
+            self.commit(&chat, &mut st, joined, true);
             if let Some((content_type, content)) = &req.initial_message {
                 let msg = chat.item("MESSAGE", content_type, Some(content), Some(&chat.customer));
-                let pushed = chat.commit(self, &mut st, msg, true);
+                let pushed = self.commit(&chat, &mut st, msg, true);
                 chat.notify_agent(AgentEvent::CustomerMessage {
                     id: pushed.id,
                     content: content.clone(),
                 });
             }
         }
-        agent::spawn(self.clone(), chat, agent_rx);
+        (self.spawn_agent)(self.clone(), chat, agent_rx);
         Ok(started)
     }
 
@@ -1064,17 +522,17 @@ impl Shared {
             match reason {
                 EndReason::Agent => {
                     let left = chat.event(ct::PARTICIPANT_LEFT, Some(&chat.agent));
-                    chat.commit(self, &mut st, left, true);
+                    self.commit(chat, &mut st, left, true);
                 }
                 EndReason::Customer => {
                     chat.customer_left.store(true, Ordering::Release);
                     let left = chat.event(ct::PARTICIPANT_LEFT, Some(&chat.customer));
-                    chat.commit(self, &mut st, left, true);
+                    self.commit(chat, &mut st, left, true);
                 }
                 EndReason::Expired => {}
             }
             let ended = chat.event(ct::CHAT_ENDED, None);
-            chat.commit(self, &mut st, ended, true);
+            self.commit(chat, &mut st, ended, true);
             self.finish_locked(chat, &mut st);
         }
         self.retire(chat);
@@ -1130,7 +588,7 @@ impl Shared {
             .find_chat(contact_id)
             .ok_or_else(|| SimError::UnknownContact(contact_id.to_owned()))?;
         let msg = chat.item("MESSAGE", ct::TEXT_PLAIN, Some(text), Some(&chat.agent));
-        chat.push(self, msg, true)
+        self.push(&chat, msg, true)
             .map(|p| p.id)
             .ok_or_else(|| SimError::ChatEnded(contact_id.to_owned()))
     }
@@ -1164,7 +622,7 @@ impl Shared {
             if st.ended {
                 return Err(SimError::ChatEnded(contact_id.to_owned()));
             }
-            let pushed = chat.commit(self, &mut st, obj, store);
+            let pushed = self.commit(&chat, &mut st, obj, store);
             if ends {
                 self.finish_locked(&chat, &mut st);
             }
@@ -1209,37 +667,37 @@ impl Shared {
         });
         Some((rx, subscribed, kill))
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn time_format_has_millisecond_precision() {
-        assert_eq!(format_ms(1_573_180_888_172), "2019-11-08T02:41:28.172Z");
-        assert_eq!(
-            parse_time_ms("2019-11-08T02:41:28.172Z"),
-            Some(1_573_180_888_172)
-        );
-        assert_eq!(parse_time_ms("yesterday"), None);
+    /// Store (when `store`) and push an item of `chat`; fills `Id`, `AbsoluteTime`,
+    /// `ContactId` and `InitialContactId` when absent. The chat lock must be held (`st`).
+    pub fn commit(
+        &self,
+        chat: &Chat,
+        st: &mut ChatState,
+        obj: Map<String, Value>,
+        store: bool,
+    ) -> Pushed {
+        let (pushed, frame) =
+            st.record(&chat.contact_id, obj, store, self.config.max_items_per_chat);
+        self.stats.items_pushed.fetch_add(1, Ordering::Relaxed);
+        if !st.sockets.is_empty() {
+            let deliver_at = Instant::now() + self.knobs.frame_delay();
+            let closed_slow = st.fan_out(frame, deliver_at);
+            if closed_slow > 0 {
+                self.stats
+                    .sockets_closed_slow
+                    .fetch_add(closed_slow, Ordering::Relaxed);
+            }
+        }
+        pushed
     }
 
-    #[test]
-    fn bounded_map_evicts_oldest() {
-        let mut m = BoundedMap::new(2);
-        assert!(m.insert("a".into(), 1).is_empty());
-        assert!(m.insert("b".into(), 2).is_empty());
-        assert_eq!(m.insert("c".into(), 3), vec![("a".to_owned(), 1)]);
-        assert_eq!(m.get("a"), None);
-        assert_eq!(m.get("c"), Some(&3));
-        assert_eq!(m.len(), 2);
-    }
-
-    #[test]
-    fn tokens_are_long_and_distinct() {
-        let a = new_token();
-        assert_eq!(a.len(), 43);
-        assert_ne!(a, new_token());
+    /// Push (and store when `store`) an item of `chat` unless the chat has ended.
+    pub fn push(&self, chat: &Chat, obj: Map<String, Value>, store: bool) -> Option<Pushed> {
+        let mut st = chat.lock();
+        if st.ended {
+            return None;
+        }
+        Some(self.commit(chat, &mut st, obj, store))
     }
 }
