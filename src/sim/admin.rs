@@ -31,8 +31,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::load::LoadSpec;
+use super::model::control::SimError;
 use super::model::operation::{FaultKind, Operation};
-use super::model::registry::{Shared, SimError};
+use super::model::registry::Shared;
 
 /// The routes, for `--help` texts.
 pub const ROUTES: &str = "\

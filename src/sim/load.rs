@@ -1,8 +1,7 @@
-//! Load from the agent side, for benchmarks: agent messages pushed at a fixed aggregate rate
-//! across a set of live chats, round robin, for a bounded time. Each message can carry the
-//! wall-clock time (Unix nanoseconds) at which it was pushed, taken under the chat lock just
-//! before the frame is queued on the chat's sockets, so receivers can measure end-to-end
-//! latency against their own clock.
+//! Load from the agent side, for benchmarks: agent messages at a fixed aggregate rate across
+//! live chats, round robin, for a bounded time. A message can carry its push time (Unix ns,
+//! taken under the chat lock just before the frame is queued on the chat's sockets), so
+//! receivers measure end-to-end latency against their own clock.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

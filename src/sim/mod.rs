@@ -11,6 +11,7 @@
 //! - [`model`]: the only owner of data. [`model::registry`] (chats by token and contact id,
 //!   tokens, counters, knobs: the [`Shared`](model::registry::Shared) state),
 //!   [`model::chat`] (a chat, its participants, items, sockets and attachments),
+//!   [`model::control`] (what [`SimHandle`] does to chats: drop, end, say, push, inspect),
 //!   [`model::transcript`] (GetTranscript paging: positions by item sequence, opaque
 //!   NextToken), [`model::operation`] ([`Operation`], [`FaultKind`]), [`model::knobs`],
 //!   [`model::stats`] ([`Counters`]), [`model::time`] and [`model::support`].
@@ -50,8 +51,8 @@ pub mod tls;
 pub mod ws;
 
 pub use config::{AgentConfig, SimConfig};
+pub use model::control::SimError;
 pub use model::operation::{FaultKind, Operation};
-pub use model::registry::SimError;
 pub use model::stats::Counters;
 
 use std::net::SocketAddr;

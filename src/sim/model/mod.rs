@@ -4,6 +4,7 @@
 //!
 //! - [`registry`]: [`registry::Shared`], the state every handler and task holds.
 //! - [`chat`]: one chat contact, its items, sockets, attachments and agent channel.
+//! - [`control`]: what the simulator's handle and admin API do to chats from outside.
 //! - [`transcript`]: GetTranscript paging over a chat's stored items.
 //! - [`operation`]: the operations of both services and the faults injected into them.
 //! - [`knobs`]: faults, rate quotas, delays and heartbeat answers set at run time.
@@ -11,6 +12,7 @@
 //! - [`time`] and [`support`]: time formats, tokens, bounded maps, poison-tolerant locks.
 
 pub mod chat;
+pub mod control;
 pub mod knobs;
 pub mod operation;
 pub mod registry;

@@ -1,8 +1,7 @@
-//! The registry every handler and task shares ([`Shared`]): chats by contact id, participant
-//! and connection tokens, socket URLs, StartChatContact ClientTokens, the bound on live and
-//! ended chats, attachment bytes, counters and knobs. Two levels of `std::sync::Mutex`: the
-//! registry and one per chat; the registry is never locked while a chat lock is held, and no
-//! lock is held across an `.await` or while writing to a socket.
+//! The registry every handler and task shares ([`Shared`]): chats by contact id, their tokens
+//! and socket URLs, StartChatContact ClientTokens, chat start and end, attachment bytes,
+//! counters and knobs. Locks: the registry's and one per chat; the registry is never locked
+//! while a chat lock is held, and no lock is held across an `.await` or a socket write.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -24,7 +23,7 @@ use super::knobs::Knobs;
 use super::operation::{FaultKind, Operation};
 use super::stats::{Counters, Stats};
 use super::support::{lock, new_token, BoundedMap};
-use super::time::{format_after, parse_time_ms};
+use super::time::format_after;
 use crate::connect::content_type as ct;
 use crate::sim::config::SimConfig;
 
@@ -96,17 +95,6 @@ pub enum StartError {
 pub struct Connection {
     pub socket: Option<(String, String)>,
     pub credentials: Option<(String, String)>,
-}
-
-/// Errors of the control methods of [`SimHandle`](crate::sim::SimHandle).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SimError {
-    #[error("no chat with contact id {0}")]
-    UnknownContact(String),
-    #[error("chat {0} has ended")]
-    ChatEnded(String),
-    #[error("invalid item: {0}")]
-    InvalidItem(String),
 }
 
 /// Starts the agent task of a new chat (the simulator passes `agent::spawn`; the registry
@@ -221,7 +209,7 @@ impl Shared {
         None
     }
 
-    fn chats_matching(&self, contact_id: Option<&str>) -> Vec<Arc<Chat>> {
+    pub(super) fn chats_matching(&self, contact_id: Option<&str>) -> Vec<Arc<Chat>> {
         let reg = lock(&self.registry);
         match contact_id {
             Some(id) => reg
@@ -484,34 +472,6 @@ impl Shared {
         }
     }
 
-    pub fn drop_sockets(&self, contact_id: Option<&str>) -> usize {
-        let mut dropped = 0;
-        for chat in self.chats_matching(contact_id) {
-            let mut st = chat.lock();
-            for s in st.sockets.drain(..) {
-                if !s.tx.is_closed() {
-                    dropped += 1;
-                }
-                s.kill.cancel();
-            }
-        }
-        dropped
-    }
-
-    pub fn open_sockets(&self, contact_id: &str) -> usize {
-        self.find_chat(contact_id).map_or(0, |c| c.open_sockets())
-    }
-
-    pub fn chat_ended(&self, contact_id: &str) -> Option<bool> {
-        self.find_chat(contact_id).map(|c| c.is_ended())
-    }
-
-    pub fn transcript(&self, contact_id: &str) -> Option<Vec<Value>> {
-        let chat = self.find_chat(contact_id)?;
-        let st = chat.lock();
-        Some(st.items.iter().map(|i| i.value.clone()).collect())
-    }
-
     /// End a chat; false if it had already ended.
     pub fn end_chat(&self, chat: &Arc<Chat>, reason: EndReason) -> bool {
         {
@@ -540,7 +500,7 @@ impl Shared {
     }
 
     /// Mark ended and let the sockets close once their queues are written.
-    fn finish_locked(&self, chat: &Chat, st: &mut ChatState) {
+    pub(super) fn finish_locked(&self, chat: &Chat, st: &mut ChatState) {
         st.ended = true;
         chat.ended.store(true, Ordering::Release);
         st.sockets.clear();
@@ -548,7 +508,7 @@ impl Shared {
     }
 
     /// Move a just-ended chat to the ended list and forget the oldest ended chats.
-    fn retire(&self, chat: &Arc<Chat>) {
+    pub(super) fn retire(&self, chat: &Arc<Chat>) {
         self.stats.chats_ended.fetch_add(1, Ordering::Relaxed);
         let evicted = {
             let mut reg = lock(&self.registry);
@@ -576,62 +536,6 @@ impl Shared {
             let bytes: u64 = old.lock().attachments.values().map(|a| a.size).sum();
             self.release_bytes(bytes);
         }
-    }
-
-    pub fn end_chat_by_agent(&self, contact_id: &str) -> bool {
-        self.find_chat(contact_id)
-            .is_some_and(|chat| self.end_chat(&chat, EndReason::Agent))
-    }
-
-    pub fn agent_say(&self, contact_id: &str, text: &str) -> Result<String, SimError> {
-        let chat = self
-            .find_chat(contact_id)
-            .ok_or_else(|| SimError::UnknownContact(contact_id.to_owned()))?;
-        let msg = chat.item("MESSAGE", ct::TEXT_PLAIN, Some(text), Some(&chat.agent));
-        self.push(&chat, msg, true)
-            .map(|p| p.id)
-            .ok_or_else(|| SimError::ChatEnded(contact_id.to_owned()))
-    }
-
-    pub fn push_raw_item(&self, contact_id: &str, item: Value) -> Result<Value, SimError> {
-        let chat = self
-            .find_chat(contact_id)
-            .ok_or_else(|| SimError::UnknownContact(contact_id.to_owned()))?;
-        let Value::Object(obj) = item else {
-            return Err(SimError::InvalidItem(
-                "an item must be a JSON object".into(),
-            ));
-        };
-        if let Some(t) = obj.get("AbsoluteTime") {
-            if t.as_str().and_then(parse_time_ms).is_none() {
-                return Err(SimError::InvalidItem(
-                    "AbsoluteTime must be a string like 2019-11-08T02:41:28.172Z".into(),
-                ));
-            }
-        }
-        if obj.get("Id").is_some_and(|id| !id.is_string()) {
-            return Err(SimError::InvalidItem("Id must be a string".into()));
-        }
-        let kind = obj.get("Type").and_then(Value::as_str).unwrap_or("");
-        let content_type = obj.get("ContentType").and_then(Value::as_str).unwrap_or("");
-        let store = !(matches!(kind, "TYPING" | "MESSAGEMETADATA")
-            || matches!(content_type, ct::TYPING | ct::DELIVERED | ct::READ));
-        let ends = content_type == ct::CHAT_ENDED;
-        let pushed = {
-            let mut st = chat.lock();
-            if st.ended {
-                return Err(SimError::ChatEnded(contact_id.to_owned()));
-            }
-            let pushed = self.commit(&chat, &mut st, obj, store);
-            if ends {
-                self.finish_locked(&chat, &mut st);
-            }
-            pushed
-        };
-        if ends {
-            self.retire(&chat);
-        }
-        Ok(pushed.value)
     }
 
     /// Register a socket for the customer of `chat`; None when the per-participant limit is hit.
