@@ -31,8 +31,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::load::LoadSpec;
-use super::state::Shared;
-use super::{FaultKind, Operation, SimError};
+use super::model::control::SimError;
+use super::model::operation::{FaultKind, Operation};
+use super::model::registry::Shared;
 
 /// The routes, for `--help` texts.
 pub const ROUTES: &str = "\
@@ -147,7 +148,7 @@ async fn drop_sockets(State(shared): State<Arc<Shared>>, bytes: Bytes) -> Respon
 async fn heartbeats(State(shared): State<Arc<Shared>>, bytes: Bytes) -> Response {
     match body::<Heartbeats>(&bytes) {
         Ok(h) => {
-            shared.set_answer_heartbeats(h.answer);
+            shared.knobs.set_answer_heartbeats(h.answer);
             reply(StatusCode::OK, json!({}))
         }
         Err(msg) => error(StatusCode::BAD_REQUEST, msg),
@@ -166,17 +167,17 @@ fn set_delay(bytes: &Bytes, set: impl FnOnce(Duration)) -> Response {
 }
 
 async fn frame_delay(State(shared): State<Arc<Shared>>, bytes: Bytes) -> Response {
-    set_delay(&bytes, |d| shared.set_frame_delay(d))
+    set_delay(&bytes, |d| shared.knobs.set_frame_delay(d))
 }
 
 async fn answer_delay(State(shared): State<Arc<Shared>>, bytes: Bytes) -> Response {
-    set_delay(&bytes, |d| shared.set_answer_delay(d))
+    set_delay(&bytes, |d| shared.knobs.set_answer_delay(d))
 }
 
 async fn faults(State(shared): State<Arc<Shared>>, bytes: Bytes) -> Response {
     match body::<Fault>(&bytes) {
         Ok(f) => {
-            shared.fail_next(f.operation, f.count, f.kind);
+            shared.knobs.fail_next(f.operation, f.count, f.kind);
             reply(StatusCode::OK, json!({}))
         }
         Err(msg) => error(StatusCode::BAD_REQUEST, msg),

@@ -5,25 +5,18 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::state::{Chat, EndReason, Shared, CT_TEXT, CT_TYPING};
+use super::model::chat::{AgentEvent, AgentInbox, Chat, EndReason};
+use super::model::registry::Shared;
+use super::model::time::now_ms;
+use crate::connect::content_type as ct;
 
-/// What the agent task hears about.
-#[derive(Debug)]
-pub enum AgentEvent {
-    /// A customer message was stored (SendMessage or the initial message).
-    CustomerMessage { id: String, content: String },
-}
-
-/// Start the agent task of a new chat.
-pub fn spawn(shared: Arc<Shared>, chat: Arc<Chat>, rx: mpsc::Receiver<AgentEvent>) {
-    let guard = shared.task_guard();
-    tokio::spawn(async move {
-        let _guard = guard;
-        Agent::new(shared, chat).run(rx).await;
-    });
+/// Start the agent task of a new chat, tracked by the simulator's task tracker (the
+/// registry's [`SpawnAgent`](super::model::registry::SpawnAgent)).
+pub fn spawn(shared: Arc<Shared>, chat: Arc<Chat>, rx: AgentInbox) {
+    let tasks = shared.tasks.clone();
+    tasks.spawn(Agent::new(shared, chat).run(rx));
 }
 
 struct Reply {
@@ -55,7 +48,7 @@ impl Agent {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<AgentEvent>) {
+    async fn run(mut self, mut rx: AgentInbox) {
         let start = Instant::now();
         let join_at = start + self.shared.config.agent.join_delay;
         let end_at = start.checked_add(self.chat.duration);
@@ -137,8 +130,8 @@ impl Agent {
     fn join(&mut self, now: Instant) -> bool {
         let joined = self
             .chat
-            .event(super::state::CT_JOINED, Some(&self.chat.agent));
-        if self.chat.push(&self.shared, joined, true).is_none() {
+            .event(ct::PARTICIPANT_JOINED, Some(&self.chat.agent));
+        if self.shared.push(&self.chat, joined, true).is_none() {
             return false;
         }
         self.joined = true;
@@ -161,17 +154,17 @@ impl Agent {
         }
         let chat = &self.chat;
         if cfg.receipts {
-            let now = super::state::now_ms();
+            let now = now_ms();
             for read in [false, true] {
                 let receipt = chat.receipt(read, message_id, &chat.agent, now);
-                if chat.push(&self.shared, receipt, false).is_none() {
+                if self.shared.push(chat, receipt, false).is_none() {
                     return;
                 }
             }
         }
         if cfg.typing {
-            let typing = chat.item("TYPING", CT_TYPING, None, Some(&chat.agent));
-            if chat.push(&self.shared, typing, false).is_none() {
+            let typing = chat.item("TYPING", ct::TYPING, None, Some(&chat.agent));
+            if self.shared.push(chat, typing, false).is_none() {
                 return;
             }
         }
@@ -188,9 +181,12 @@ impl Agent {
 
     /// Push an agent text message; false when the chat has ended.
     fn say(&self, text: &str) -> bool {
-        let msg = self
-            .chat
-            .item("MESSAGE", CT_TEXT, Some(text), Some(&self.chat.agent));
-        self.chat.push(&self.shared, msg, true).is_some()
+        let msg = self.chat.item(
+            "MESSAGE",
+            ct::TEXT_PLAIN,
+            Some(text),
+            Some(&self.chat.agent),
+        );
+        self.shared.push(&self.chat, msg, true).is_some()
     }
 }

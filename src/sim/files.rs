@@ -13,7 +13,7 @@ use axum::Router;
 use subtle::ConstantTimeEq as _;
 use tokio::time::Instant;
 
-use super::state::Shared;
+use super::model::registry::Shared;
 
 /// The largest attachment the participant service accepts (20 MB).
 pub const MAX_ATTACHMENT_BYTES: u64 = 20 * 1024 * 1024;

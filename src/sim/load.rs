@@ -1,8 +1,7 @@
-//! Load from the agent side, for benchmarks: agent messages pushed at a fixed aggregate rate
-//! across a set of live chats, round robin, for a bounded time. Each message can carry the
-//! wall-clock time (Unix nanoseconds) at which it was pushed, taken under the chat lock just
-//! before the frame is queued on the chat's sockets, so receivers can measure end-to-end
-//! latency against their own clock.
+//! Load from the agent side, for benchmarks: agent messages at a fixed aggregate rate across
+//! live chats, round robin, for a bounded time. A message can carry its push time (Unix ns,
+//! taken under the chat lock just before the frame is queued on the chat's sockets), so
+//! receivers measure end-to-end latency against their own clock.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::state::{Chat, Shared, CT_TEXT};
+use super::model::chat::Chat;
+use super::model::registry::Shared;
+use crate::connect::content_type as ct;
 
 /// A stamped message's content is this prefix followed by the push time in Unix nanoseconds.
 pub const STAMP_PREFIX: &str = "bench t=";
@@ -90,8 +91,8 @@ fn push(shared: &Shared, chat: &Chat, stamp: bool, n: u64) -> bool {
     } else {
         format!("bench {n}")
     };
-    let obj = chat.item("MESSAGE", CT_TEXT, Some(&content), Some(&chat.agent));
-    chat.commit(shared, &mut st, obj, true);
+    let obj = chat.item("MESSAGE", ct::TEXT_PLAIN, Some(&content), Some(&chat.agent));
+    shared.commit(chat, &mut st, obj, true);
     true
 }
 

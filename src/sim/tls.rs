@@ -1,6 +1,7 @@
 //! TLS for the simulator's participant sockets (`wss://`): a CA and a `127.0.0.1`/`localhost`
 //! server certificate generated at start with rcgen, and a listener that completes TLS
-//! handshakes off the accept loop. The REST routes stay plain HTTP on the main listener.
+//! handshakes off the accept loop (accept loop and handshakes are tracked tasks that stop on
+//! shutdown). The REST routes stay plain HTTP on the main listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Handshakes completed but not yet taken by the server, at most.
 const READY_QUEUE: usize = 1024;
@@ -80,16 +82,19 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Start accepting on `listener`; stops when `stop` is cancelled.
+    /// Start accepting on `listener`; the accept loop and every handshake run as tasks of
+    /// `tasks` and stop when `stop` is cancelled.
     pub fn start(
         listener: TcpListener,
         server: Arc<rustls::ServerConfig>,
         stop: CancellationToken,
+        tasks: TaskTracker,
     ) -> std::io::Result<Self> {
         let local_addr = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(READY_QUEUE);
         let acceptor = TlsAcceptor::from(server);
-        tokio::spawn(async move {
+        let handshakes = tasks.clone();
+        tasks.spawn(async move {
             loop {
                 let (tcp, peer) = tokio::select! {
                     _ = stop.cancelled() => return,
@@ -106,10 +111,20 @@ impl TlsListener {
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let stop = stop.clone();
+                handshakes.spawn(async move {
+                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                    let tls = tokio::select! {
+                        // Shutdown: an unfinished handshake is dropped, not waited for.
+                        _ = stop.cancelled() => return,
+                        done = handshake => done,
+                    };
+                    match tls {
                         Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
+                            tokio::select! {
+                                _ = stop.cancelled() => {}
+                                _ = tx.send((tls, peer)) => {}
+                            }
                         }
                         Ok(Err(err)) => {
                             tracing::debug!(error = %err, %peer, "TLS handshake failed")

@@ -18,7 +18,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::state::{ChatFrame, Shared};
+use super::model::chat::ChatFrame;
+use super::model::registry::Shared;
 
 const SUBSCRIBE_OK: &str =
     r#"{"topic":"aws/subscribe","content":{"status":"success","topics":["aws/chat"]}}"#;
@@ -79,7 +80,8 @@ async fn upgrade(
             "Too many connections",
         );
     };
-    let guard = shared.task_guard();
+    // Counted by the simulator's task tracker until the socket task ends.
+    let tracked = shared.tasks.token();
     let limit = shared.config.max_client_frame_bytes;
     let contact_id = chat.contact_id.clone();
     // A small read buffer: tungstenite's 128 KiB default is allocated, touched and zeroed on
@@ -88,7 +90,7 @@ async fn upgrade(
         .max_frame_size(limit)
         .read_buffer_size(SOCKET_READ_BUFFER)
         .on_upgrade(move |socket| async move {
-            let _guard = guard;
+            let _tracked = tracked;
             tracing::debug!(%contact_id, "participant socket open");
             Socket {
                 shared,
@@ -220,8 +222,8 @@ impl Socket {
                     SUBSCRIBE_FAILED
                 }
             }
-            Some("aws/heartbeat") if self.shared.answer_heartbeats() => HEARTBEAT,
-            Some("aws/ping") if self.shared.answer_heartbeats() => PING_OK,
+            Some("aws/heartbeat") if self.shared.knobs.answer_heartbeats() => HEARTBEAT,
+            Some("aws/ping") if self.shared.knobs.answer_heartbeats() => PING_OK,
             Some("aws/heartbeat" | "aws/ping") => return None,
             Some(_) => NOTICE_BAD_TOPIC,
             None => NOTICE_BAD_JSON,

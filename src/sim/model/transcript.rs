@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
-use super::state::StoredItem;
+use super::chat::StoredItem;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {

@@ -1,0 +1,240 @@
+//! The attachment operations: StartAttachmentUpload (an upload URL, bounded per chat and in
+//! total), CompleteAttachmentUpload (the ATTACHMENT item) and GetAttachment (a download URL).
+//! The URLs themselves are served by [`crate::sim::files`].
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+use tokio::time::Instant;
+
+use super::wire::{bearer, check_len, parse, required, run, ApiError};
+use crate::sim::files::{attachment_url, MAX_ATTACHMENT_BYTES};
+use crate::sim::model::chat::Attachment;
+use crate::sim::model::operation::Operation;
+use crate::sim::model::registry::Shared;
+use crate::sim::model::support::new_token;
+use crate::sim::model::time::format_after;
+
+/// Attachment MIME types (csv, doc(x), heic, jfif/jpeg/jpg, mov, mp4, pdf, png, ppt(x), rtf,
+/// txt, wav, xls(x)).
+const ATTACHMENT_TYPES: [&str; 19] = [
+    "text/csv",
+    "application/msword",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "image/heic",
+    "image/jpeg",
+    "image/pjpeg",
+    "video/quicktime",
+    "video/mp4",
+    "application/pdf",
+    "image/png",
+    "application/vnd.ms-powerpoint",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/rtf",
+    "text/rtf",
+    "text/plain",
+    "audio/wav",
+    "audio/x-wav",
+    "application/vnd.ms-excel",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+];
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StartAttachmentUploadRequest {
+    content_type: Option<String>,
+    attachment_size_in_bytes: Option<i64>,
+    attachment_name: Option<String>,
+    client_token: Option<String>,
+}
+
+pub(super) async fn start_attachment_upload(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    run(&shared, Operation::StartAttachmentUpload, || {
+        let chat = shared.authorize(bearer(&headers))?;
+        let req: StartAttachmentUploadRequest = parse(&body, ApiError::validation)?;
+        let v = ApiError::validation;
+        let ct = required("ContentType", &req.content_type, 1, 255).map_err(v)?;
+        let name = required("AttachmentName", &req.attachment_name, 1, 256).map_err(v)?;
+        let client_token = required("ClientToken", &req.client_token, 1, 500).map_err(v)?;
+        let size = req
+            .attachment_size_in_bytes
+            .ok_or_else(|| v("AttachmentSizeInBytes is required".into()))?;
+        if size < 1 {
+            return Err(v("AttachmentSizeInBytes must be at least 1".into()));
+        }
+        if !ATTACHMENT_TYPES.contains(&ct) {
+            return Err(v(format!(
+                "ContentType {ct:?} is not a supported attachment type"
+            )));
+        }
+        let size = u64::try_from(size).unwrap_or(u64::MAX);
+        if size > MAX_ATTACHMENT_BYTES {
+            return Err(ApiError::quota("The attachment is larger than 20 MB"));
+        }
+        let mut st = chat.lock();
+        if st.ended {
+            return Err(ApiError::access_denied("The chat has ended"));
+        }
+        let existing = st.upload_tokens.get(client_token).cloned();
+        let attachment_id = match existing.filter(|id| st.attachments.contains_key(id)) {
+            Some(id) => id,
+            None => {
+                if st.attachments.len() >= shared.config.max_attachments_per_chat {
+                    return Err(ApiError::quota("Too many attachments in this chat"));
+                }
+                if !shared.reserve_bytes(size) {
+                    return Err(ApiError::quota("Attachment storage is full"));
+                }
+                let id = uuid::Uuid::new_v4().to_string();
+                st.attachments.insert(
+                    id.clone(),
+                    Attachment {
+                        id: id.clone(),
+                        name: name.to_owned(),
+                        content_type: ct.to_owned(),
+                        size,
+                        upload_token: new_token(),
+                        upload_expires: Instant::now() + shared.config.upload_url_ttl,
+                        data: None,
+                        completed: false,
+                        downloads: Default::default(),
+                    },
+                );
+                st.upload_tokens.insert(client_token.to_owned(), id.clone());
+                id
+            }
+        };
+        let att = st
+            .attachments
+            .get(&attachment_id)
+            .ok_or_else(|| ApiError::validation("Unknown attachment"))?;
+        Ok(json!({
+            "AttachmentId": att.id,
+            "UploadMetadata": {
+                "Url": attachment_url(&shared, &chat.contact_id, &att.id, &att.upload_token),
+                "UrlExpiry": format_after(att.upload_expires.saturating_duration_since(Instant::now())),
+                "HeadersToInclude": { "Content-Type": att.content_type },
+            },
+        }))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CompleteAttachmentUploadRequest {
+    attachment_ids: Option<Vec<String>>,
+    client_token: Option<String>,
+}
+
+pub(super) async fn complete_attachment_upload(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    run(&shared, Operation::CompleteAttachmentUpload, || {
+        let chat = shared.authorize(bearer(&headers))?;
+        let req: CompleteAttachmentUploadRequest = parse(&body, ApiError::validation)?;
+        let v = ApiError::validation;
+        let ids = req.attachment_ids.unwrap_or_default();
+        if ids.len() != 1 {
+            return Err(v(
+                "AttachmentIds must contain exactly one attachment id".into()
+            ));
+        }
+        let id = &ids[0];
+        check_len("AttachmentIds member", id, 1, 256).map_err(v)?;
+        required("ClientToken", &req.client_token, 1, 500).map_err(v)?;
+        let mut st = chat.lock();
+        if st.ended {
+            return Err(ApiError::access_denied("The chat has ended"));
+        }
+        let (name, ct) = {
+            let att = st
+                .attachments
+                .get_mut(id)
+                .ok_or_else(|| v("AttachmentIds refers to an unknown attachment".into()))?;
+            if att.completed {
+                return Ok(json!({}));
+            }
+            if att.data.is_none() {
+                return Err(ApiError::conflict("The attachment upload has not finished"));
+            }
+            att.completed = true;
+            (att.name.clone(), att.content_type.clone())
+        };
+        let mut item = chat.item("ATTACHMENT", &ct, None, Some(&chat.customer));
+        item.insert(
+            "Attachments".into(),
+            json!([{ "ContentType": ct, "AttachmentId": id, "AttachmentName": name, "Status": "APPROVED" }]),
+        );
+        shared.commit(&chat, &mut st, item, true);
+        Ok(json!({}))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetAttachmentRequest {
+    attachment_id: Option<String>,
+    url_expiry_in_seconds: Option<i64>,
+    url_content_disposition: Option<String>,
+}
+
+pub(super) async fn get_attachment(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    run(&shared, Operation::GetAttachment, || {
+        let chat = shared.authorize(bearer(&headers))?;
+        let req: GetAttachmentRequest = parse(&body, ApiError::validation)?;
+        let v = ApiError::validation;
+        let id = required("AttachmentId", &req.attachment_id, 1, 256).map_err(v)?;
+        let secs = req.url_expiry_in_seconds.unwrap_or(300);
+        if !(5..=300).contains(&secs) {
+            return Err(v("UrlExpiryInSeconds must be between 5 and 300".into()));
+        }
+        if let Some(d) = req.url_content_disposition.as_deref() {
+            if !matches!(d, "ATTACHMENT" | "INLINE") {
+                return Err(v(format!(
+                    "UrlContentDisposition must be ATTACHMENT or INLINE, not {d:?}"
+                )));
+            }
+        }
+        let ttl = Duration::from_secs(u64::try_from(secs).unwrap_or(300));
+        let cap = shared.config.max_tokens_per_participant;
+        let mut st = chat.lock();
+        let att = st
+            .attachments
+            .get_mut(id)
+            .filter(|a| a.completed)
+            .ok_or_else(|| {
+                v("AttachmentId does not match a completed attachment of this chat".into())
+            })?;
+        let token = new_token();
+        att.downloads.push_back((
+            token.clone(),
+            Instant::now() + ttl,
+            req.url_content_disposition.clone(),
+        ));
+        while att.downloads.len() > cap {
+            att.downloads.pop_front();
+        }
+        let size = att.data.as_ref().map_or(0, |d| d.len() as u64);
+        Ok(json!({
+            "Url": attachment_url(&shared, &chat.contact_id, id, &token),
+            "UrlExpiry": format_after(ttl),
+            "AttachmentSizeInBytes": size,
+        }))
+    })
+}
