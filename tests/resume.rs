@@ -178,6 +178,7 @@ async fn a_slow_subscriber_is_ended_with_its_cursor_and_resumes_without_loss() {
         }
     };
     assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(h.metrics.slow_subscribers_ended.get(), 1);
     let cursor = status
         .metadata()
         .get("resume-cursor")

@@ -215,54 +215,42 @@ impl ChatGateway for Gateway {
         &self,
         request: Request<pb::StartChatRequest>,
     ) -> Result<Response<pb::StartChatResponse>, Status> {
-        let result = self.start_chat_inner(request).await;
-        self.record("StartChat", &result);
-        result
+        self.start_chat_inner(request).await
     }
 
     async fn send_message(
         &self,
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
-        let result = self.send_message_inner(request).await;
-        self.record("SendMessage", &result);
-        result
+        self.send_message_inner(request).await
     }
 
     async fn send_event(
         &self,
         request: Request<pb::SendEventRequest>,
     ) -> Result<Response<pb::SendEventResponse>, Status> {
-        let result = self.send_event_inner(request).await;
-        self.record("SendEvent", &result);
-        result
+        self.send_event_inner(request).await
     }
 
     async fn get_transcript(
         &self,
         request: Request<pb::GetTranscriptRequest>,
     ) -> Result<Response<pb::GetTranscriptResponse>, Status> {
-        let result = self.get_transcript_inner(request).await;
-        self.record("GetTranscript", &result);
-        result
+        self.get_transcript_inner(request).await
     }
 
     async fn end_chat(
         &self,
         request: Request<pb::EndChatRequest>,
     ) -> Result<Response<pb::EndChatResponse>, Status> {
-        let result = self.end_chat_inner(request).await;
-        self.record("EndChat", &result);
-        result
+        self.end_chat_inner(request).await
     }
 
     async fn get_chat(
         &self,
         request: Request<pb::GetChatRequest>,
     ) -> Result<Response<pb::GetChatResponse>, Status> {
-        let result = self.get_chat_inner(request).await;
-        self.record("GetChat", &result);
-        result
+        self.get_chat_inner(request).await
     }
 
     type SubscribeStream = subscribe::EventStream;
@@ -271,18 +259,6 @@ impl ChatGateway for Gateway {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let result = self.subscribe_inner(request).await;
-        self.record("Subscribe", &result);
-        result
-    }
-}
-
-impl Gateway {
-    fn record<T>(&self, method: &'static str, result: &Result<T, Status>) {
-        let code = match result {
-            Ok(_) => tonic::Code::Ok,
-            Err(status) => status.code(),
-        };
-        self.sessions.metrics().grpc_call(method, code);
+        self.subscribe_inner(request).await
     }
 }

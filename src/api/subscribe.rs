@@ -191,6 +191,7 @@ async fn next_event(mut st: StreamState) -> Option<(Result<pb::ChatEvent, Status
                 Ok(ev) => ev,
                 Err(RecvError::Lagged(missed)) => {
                     st.done = true;
+                    st.guard.session().metrics.slow_subscribers_ended.inc();
                     let msg = format!(
                         "this subscriber fell {missed} events behind and was ended; \
                      subscribe again with resume_cursor {}",

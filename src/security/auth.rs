@@ -1,24 +1,17 @@
 //! Caller authentication: who is calling. Static API keys (only their SHA-256 hashes are
 //! configured), JWT bearer tokens (HS256, RS256, ES256; issuer, audience and expiry checked)
-//! and TLS client certificates each yield a [`Principal`]; the [`AuthLayer`] admits a request
-//! (authenticated, within its caller's rate) and puts the principal into its extensions.
+//! and TLS client certificates each yield a [`Principal`]; the authenticate layer
+//! ([`crate::security::layers::authenticate`]) puts it into the request's extensions.
 
-use crate::ops::metrics::Metrics;
-use crate::security::limits::{CallSlot, CallerRates, Limits, SlotBody};
-use crate::security::tls::{ClientCertificate, ConnInfo};
+use crate::security::tls::ClientCertificate;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::Status;
 
 /// Metadata carrying an API key.
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -67,21 +60,13 @@ impl Principal {
 
 /// SHA-256 hex of an API key: what the configuration holds instead of the key.
 pub fn hash_api_key(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 /// Parses a SHA-256 hex digest.
-pub fn parse_key_hash(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 || !hex.is_ascii() {
-        return None;
-    }
+pub fn parse_key_hash(digest: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
+    hex::decode_to_slice(digest, &mut out).ok()?;
     Some(out)
 }
 
@@ -367,188 +352,6 @@ fn jwt_reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
 impl From<AuthError> for Status {
     fn from(e: AuthError) -> Self {
         Status::unauthenticated(e.to_string())
-    }
-}
-
-/// Whether a gRPC path is exempt from authentication.
-fn exempt(path: &str, auth: &Authenticator) -> bool {
-    path.starts_with("/grpc.health.v1.Health/")
-        || (!auth.reflection_requires_auth && path.starts_with("/grpc.reflection."))
-}
-
-/// A tower layer in front of every service: authenticates the caller, applies its request
-/// rate, records the [`Principal`] in the request's extensions, bounds the calls open at once
-/// on one connection, and bounds how long a call (or a stream's opening) may take.
-#[derive(Clone, Debug)]
-pub struct AuthLayer {
-    auth: Arc<Authenticator>,
-    rates: CallerRates,
-    request_timeout: Duration,
-    max_calls_per_connection: usize,
-    /// Where the calls this layer refuses or times out are counted (`grpc_calls_total`),
-    /// beside those the service answers.
-    metrics: Arc<Metrics>,
-}
-
-impl AuthLayer {
-    pub fn new(auth: Arc<Authenticator>, limits: &Limits, metrics: Arc<Metrics>) -> Self {
-        Self {
-            auth,
-            rates: CallerRates::new(limits),
-            request_timeout: limits.request_timeout,
-            max_calls_per_connection: limits.max_concurrent_streams as usize,
-            metrics,
-        }
-    }
-
-    /// Counts a call this layer answered with `status` and turns it into the response.
-    fn answer(
-        metrics: &Metrics,
-        method: Option<&'static str>,
-        status: Status,
-    ) -> http::Response<tonic::body::Body> {
-        if let Some(method) = method {
-            metrics.grpc_call(method, status.code());
-        }
-        status.into_http()
-    }
-}
-
-/// The public API's methods, as metric labels (other services are not counted).
-const METHODS: [&str; 7] = [
-    "StartChat",
-    "SendMessage",
-    "SendEvent",
-    "Subscribe",
-    "GetTranscript",
-    "EndChat",
-    "GetChat",
-];
-
-fn method_label(path: &str) -> Option<&'static str> {
-    let name = path
-        .strip_prefix('/')?
-        .strip_prefix(crate::pb::chat_gateway_server::SERVICE_NAME)?
-        .strip_prefix('/')?;
-    METHODS.into_iter().find(|m| *m == name)
-}
-
-impl<S> tower::Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        AuthService {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct AuthService<S> {
-    inner: S,
-    layer: AuthLayer,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-impl AuthLayer {
-    /// Authenticates and rate-checks one request.
-    fn admit<B>(&self, req: &http::Request<B>) -> Result<Principal, Status> {
-        let cert = req
-            .extensions()
-            .get::<ConnInfo>()
-            .and_then(|i| i.client_certificate.as_ref());
-        let principal = match self.auth.authenticate(req.headers(), cert) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::info!(path = %req.uri().path(), reason = %e, "caller refused");
-                return Err(e.into());
-            }
-        };
-        if let Err(wait) = self.rates.check(&principal.id) {
-            tracing::debug!(principal = %principal.id, "caller over its request rate");
-            return Err(Status::with_error_details(
-                Code::ResourceExhausted,
-                "this caller is over its request rate; retry after the delay",
-                ErrorDetails::with_retry_info(Some(wait)),
-            ));
-        }
-        Ok(principal)
-    }
-}
-
-impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let method = method_label(req.uri().path());
-        let metrics = self.layer.metrics.clone();
-        if !exempt(req.uri().path(), &self.layer.auth) {
-            match self.layer.admit(&req) {
-                Ok(principal) => {
-                    req.extensions_mut().insert(principal);
-                }
-                Err(status) => {
-                    let answer = AuthLayer::answer(&metrics, method, status);
-                    return Box::pin(async move { Ok(answer) });
-                }
-            }
-        }
-        let slot = match req.extensions().get::<ConnInfo>() {
-            Some(conn) => {
-                match CallSlot::take(&conn.open_calls, self.layer.max_calls_per_connection) {
-                    Some(slot) => Some(slot),
-                    None => {
-                        let status = Status::resource_exhausted(format!(
-                            "this connection has {} calls open, the most allowed; \
-                         wait for one to end or open another connection",
-                            self.layer.max_calls_per_connection
-                        ));
-                        let answer = AuthLayer::answer(&metrics, method, status);
-                        return Box::pin(async move { Ok(answer) });
-                    }
-                }
-            }
-            None => None,
-        };
-        let timeout = self.layer.request_timeout;
-        let fut = tokio::time::timeout(timeout, inner.call(req));
-        Box::pin(async move {
-            match fut.await {
-                Ok(answer) => answer.map(|response| {
-                    let response = crate::security::limits::too_large_is_exhausted(response);
-                    match slot {
-                        Some(slot) => response.map(|body| SlotBody::wrap(body, slot)),
-                        None => response,
-                    }
-                }),
-                Err(_) => Ok(AuthLayer::answer(
-                    &metrics,
-                    method,
-                    Status::deadline_exceeded(format!(
-                        "the call took longer than the gateway's request timeout ({})",
-                        humantime::format_duration(timeout)
-                    )),
-                )),
-            }
-        })
     }
 }
 

@@ -167,25 +167,6 @@ impl http_body::Body for SlotBody {
     }
 }
 
-/// Tonic answers an over-size request message with OUT_OF_RANGE; the gateway reports every
-/// limit as RESOURCE_EXHAUSTED (as gRPC's status code guide asks for message sizes), so the
-/// trailers-only answer of that one case is rewritten.
-pub fn too_large_is_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
-    let headers = response.headers_mut();
-    let out_of_range = headers
-        .get("grpc-status")
-        .is_some_and(|s| s.as_bytes() == b"11");
-    let too_large = headers.get("grpc-message").is_some_and(|m| {
-        let m = m.as_bytes();
-        m.windows(b"too%20large".len()).any(|w| w == b"too%20large")
-            || m.windows(b"too large".len()).any(|w| w == b"too large")
-    });
-    if out_of_range && too_large {
-        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
-    }
-    response
-}
-
 /// Live chats per caller. A slot is reserved before StartChat calls Connect and released if
 /// the call fails; a chat's slot is released when its session sees it end (O(1)), and chats
 /// that ended elsewhere (another replica) are pruned when the caller is at its limit.
@@ -489,21 +470,5 @@ mod tests {
             ..Limits::default()
         });
         assert!((0..1000).all(|_| off.check("a").is_ok()));
-    }
-
-    #[test]
-    fn only_the_too_large_out_of_range_becomes_resource_exhausted() {
-        let resp = |status: &'static str, msg: &'static str| {
-            let mut r = http::Response::new(());
-            r.headers_mut()
-                .insert("grpc-status", http::HeaderValue::from_static(status));
-            r.headers_mut()
-                .insert("grpc-message", http::HeaderValue::from_static(msg));
-            too_large_is_exhausted(r)
-        };
-        let r = resp("11", "Error,%20decoded%20message%20length%20too%20large");
-        assert_eq!(r.headers()["grpc-status"], "8");
-        let r = resp("11", "the%20resume%20cursor%20is%20older");
-        assert_eq!(r.headers()["grpc-status"], "11");
     }
 }

@@ -3,13 +3,13 @@
 //! authentication, operators, TLS and every limit. Files are read and checked once, at start.
 
 pub mod auth;
+pub mod layers;
 pub mod limits;
 pub mod secret;
 pub mod tls;
 
-use crate::security::auth::{
-    parse_key_hash, ApiKey, AuthLayer, Authenticator, JwtKey, JwtSettings,
-};
+use crate::security::auth::{parse_key_hash, ApiKey, Authenticator, JwtKey, JwtSettings};
+use crate::security::layers::SecurityLayer;
 use crate::security::limits::Limits;
 use crate::security::tls::{HandshakeLimits, TlsFiles, TlsSettings};
 use clap::Args;
@@ -24,14 +24,18 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 5m)"))
 }
 
-fn api_key(s: &str) -> Result<(String, String), String> {
+/// Parses NAME=SHA256HEX once, into the key the authenticator compares with.
+fn api_key(s: &str) -> Result<ApiKey, String> {
     let (name, hash) = s
         .split_once('=')
         .ok_or("expected NAME=SHA256HEX (hash a key with `printf %s KEY | sha256sum`)")?;
-    if name.is_empty() || parse_key_hash(hash).is_none() {
-        return Err("expected NAME=SHA256HEX: a name and 64 hex digits".into());
+    match (name.is_empty(), parse_key_hash(hash)) {
+        (false, Some(hash)) => Ok(ApiKey {
+            name: name.to_owned(),
+            hash,
+        }),
+        _ => Err("expected NAME=SHA256HEX: a name and 64 hex digits".into()),
     }
-    Ok((name.to_owned(), hash.to_ascii_lowercase()))
 }
 
 /// Caller authentication, TLS and limits.
@@ -40,7 +44,7 @@ pub struct SecurityArgs {
     /// Accepted API keys as NAME=SHA256HEX of the key (comma-separated); the caller sends the
     /// key as `x-api-key` metadata and becomes principal `key:NAME`.
     #[arg(long = "api-key", env = "GATEWAY_API_KEYS", value_delimiter = ',', value_parser = api_key)]
-    pub api_keys: Vec<(String, String)>,
+    pub api_keys: Vec<ApiKey>,
 
     /// File holding an HS256 secret (at least 32 bytes) that signs accepted JWTs.
     #[arg(long, env = "GATEWAY_JWT_HS256_SECRET_FILE")]
@@ -212,14 +216,7 @@ impl SecurityArgs {
     /// Reads the key and certificate files and checks the combination. Refuses to serve a
     /// non-loopback `listen` address without authentication unless explicitly allowed.
     pub fn build(&self, listen: SocketAddr) -> Result<SecurityOptions, String> {
-        let api_keys = self
-            .api_keys
-            .iter()
-            .map(|(name, hash)| ApiKey {
-                name: name.clone(),
-                hash: parse_key_hash(hash).unwrap_or([0; 32]),
-            })
-            .collect();
+        let api_keys = self.api_keys.clone();
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsSettings::load(&TlsFiles {
                 cert: cert.clone(),
@@ -259,7 +256,7 @@ impl SecurityArgs {
 pub fn server(
     options: &SecurityOptions,
     metrics: Arc<crate::ops::metrics::Metrics>,
-) -> Server<Stack<AuthLayer, tower::layer::util::Identity>> {
+) -> Server<Stack<SecurityLayer, tower::layer::util::Identity>> {
     let limits = &options.limits;
     // The request timeout and the limit of calls per connection are the AuthLayer's, which
     // answer DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED. HTTP/2 advertises twice that limit:
@@ -267,7 +264,7 @@ pub fn server(
     // protocol still holds back a client that ignores the answers.
     let builder =
         Server::builder().max_concurrent_streams(limits.max_concurrent_streams.saturating_mul(2));
-    builder.layer(AuthLayer::new(options.auth.clone(), limits, metrics))
+    builder.layer(SecurityLayer::new(options.auth.clone(), limits, metrics))
 }
 
 /// Without authentication the gateway serves only loopback, unless explicitly allowed.

@@ -74,18 +74,9 @@ return 0
     )
 });
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex(s: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
-    if s.len() != 64 {
-        return None;
-    }
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
 }
 
@@ -109,7 +100,7 @@ impl From<&ChatRecord> for Fixed {
 fn tokens_field(hashes: &[TokenHash]) -> String {
     hashes
         .iter()
-        .map(|h| hex(h.as_bytes()))
+        .map(|h| hex::encode(h.as_bytes()))
         .collect::<Vec<_>>()
         .join(" ")
 }
