@@ -17,15 +17,109 @@ pub struct Item {
     pub content: Option<String>,
     pub content_type: Option<String>,
     #[serde(rename = "Type")]
-    pub kind: Option<String>,
+    pub kind: Option<ItemType>,
     pub participant_id: Option<String>,
     pub display_name: Option<String>,
-    pub participant_role: Option<String>,
+    pub participant_role: Option<Role>,
     pub attachments: Option<Vec<AttachmentItem>>,
     pub message_metadata: Option<MessageMetadata>,
     pub contact_id: Option<String>,
     #[serde(skip)]
     pub raw: String,
+}
+
+/// An item's `Type`. Types Connect adds later are kept as they came ([`ItemType::Other`]).
+#[derive(
+    Clone, Debug, PartialEq, Eq, Deserialize, Serialize, strum::EnumString, strum::AsRefStr,
+)]
+#[serde(from = "String", into = "String")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+pub enum ItemType {
+    Message,
+    Event,
+    Attachment,
+    Typing,
+    #[strum(serialize = "MESSAGEMETADATA")]
+    MessageMetadata,
+    ParticipantJoined,
+    ParticipantLeft,
+    ChatEnded,
+    TransferSucceeded,
+    TransferFailed,
+    ConnectionAck,
+    MessageRead,
+    MessageDelivered,
+    #[strum(default)]
+    Other(String),
+}
+
+impl From<String> for ItemType {
+    fn from(s: String) -> Self {
+        // `strum(default)` makes parsing total: an unknown type becomes `Other`.
+        s.parse().unwrap_or(ItemType::Other(s))
+    }
+}
+
+impl From<ItemType> for String {
+    fn from(t: ItemType) -> Self {
+        match t {
+            ItemType::Other(s) => s,
+            known => known.as_ref().to_owned(),
+        }
+    }
+}
+
+impl ItemType {
+    pub fn as_str(&self) -> &str {
+        match self {
+            ItemType::Other(s) => s,
+            known => known.as_ref(),
+        }
+    }
+}
+
+/// A participant's role. Roles Connect adds later are kept as they came.
+#[derive(
+    Clone, Debug, PartialEq, Eq, Deserialize, Serialize, strum::EnumString, strum::AsRefStr,
+)]
+#[serde(from = "String", into = "String")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+pub enum Role {
+    Agent,
+    Customer,
+    System,
+    CustomBot,
+    Supervisor,
+    #[strum(default)]
+    Other(String),
+}
+
+impl From<String> for Role {
+    fn from(s: String) -> Self {
+        s.parse().unwrap_or(Role::Other(s))
+    }
+}
+
+impl From<Role> for String {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Other(s) => s,
+            known => known.as_ref().to_owned(),
+        }
+    }
+}
+
+impl Role {
+    fn to_pb(&self) -> pb::ParticipantRole {
+        match self {
+            Role::Agent => pb::ParticipantRole::Agent,
+            Role::Customer => pb::ParticipantRole::Customer,
+            Role::System => pb::ParticipantRole::System,
+            Role::CustomBot => pb::ParticipantRole::CustomBot,
+            Role::Supervisor => pb::ParticipantRole::Supervisor,
+            Role::Other(_) => pb::ParticipantRole::Unspecified,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -85,14 +179,14 @@ impl Item {
     pub fn dedupe_key(&self) -> String {
         let id = self.id.as_deref().unwrap_or("");
         match self.message_metadata.as_ref().and_then(|m| m.chunk_number) {
-            Some(n) if self.kind.as_deref() == Some("MESSAGE") => format!("{id}#{n}"),
+            Some(n) if self.kind == Some(ItemType::Message) => format!("{id}#{n}"),
             _ => id.to_owned(),
         }
     }
 
     /// Whether this item ends the chat.
     pub fn is_chat_end(&self) -> bool {
-        self.kind.as_deref() == Some("CHAT_ENDED")
+        self.kind == Some(ItemType::ChatEnded)
             || self.content_type.as_deref() == Some(ct::CHAT_ENDED)
     }
 
@@ -100,8 +194,8 @@ impl Item {
     /// receipts are ephemeral.
     pub fn is_ephemeral(&self) -> bool {
         matches!(
-            self.kind.as_deref(),
-            Some("TYPING") | Some("MESSAGEMETADATA")
+            self.kind,
+            Some(ItemType::Typing | ItemType::MessageMetadata)
         ) || self
             .content_type
             .as_deref()
@@ -116,10 +210,12 @@ pub fn from_sdk(item: &aws_sdk_connectparticipant::types::Item) -> Item {
         absolute_time: item.absolute_time().map(str::to_owned),
         content: item.content().map(str::to_owned),
         content_type: item.content_type().map(str::to_owned),
-        kind: item.r#type().map(|t| t.as_str().to_owned()),
+        kind: item.r#type().map(|t| ItemType::from(t.as_str().to_owned())),
         participant_id: item.participant_id().map(str::to_owned),
         display_name: item.display_name().map(str::to_owned),
-        participant_role: item.participant_role().map(|r| r.as_str().to_owned()),
+        participant_role: item
+            .participant_role()
+            .map(|r| Role::from(r.as_str().to_owned())),
         attachments: (!item.attachments().is_empty()).then(|| {
             item.attachments()
                 .iter()
@@ -164,22 +260,12 @@ pub fn parse_time(s: &str) -> Option<Timestamp> {
     })
 }
 
-fn role(r: Option<&str>) -> pb::ParticipantRole {
-    match r {
-        Some("AGENT") => pb::ParticipantRole::Agent,
-        Some("CUSTOMER") => pb::ParticipantRole::Customer,
-        Some("SYSTEM") => pb::ParticipantRole::System,
-        Some("CUSTOM_BOT") => pb::ParticipantRole::CustomBot,
-        Some("SUPERVISOR") => pb::ParticipantRole::Supervisor,
-        _ => pb::ParticipantRole::Unspecified,
-    }
-}
-
 /// Translates an item into a typed event (without cursor). Items the gateway does not type
 /// pass through as [`pb::RawItem`].
 pub fn to_event(item: &Item) -> pb::ChatEvent {
     use pb::chat_event::Event;
-    let kind = item.kind.as_deref().unwrap_or("");
+    use ItemType as T;
+    let kind = item.kind.as_ref();
     let ct = item.content_type.as_deref().unwrap_or("");
     let event_name = ct.strip_prefix(EVENT_PREFIX);
     let receipt = |read: bool| -> Option<Event> {
@@ -204,7 +290,7 @@ pub fn to_event(item: &Item) -> pb::ChatEvent {
         })
     };
     let event = match (kind, event_name) {
-        ("MESSAGE", _) => {
+        (Some(T::Message), _) => {
             let meta = item.message_metadata.as_ref();
             Some(Event::Message(pb::Message {
                 content_type: ct.to_owned(),
@@ -213,29 +299,31 @@ pub fn to_event(item: &Item) -> pb::ChatEvent {
                 completed: meta.and_then(|m| m.message_completed).unwrap_or(true),
             }))
         }
-        ("TYPING", _) | (_, Some("typing")) => Some(Event::Typing(pb::Typing {})),
-        ("PARTICIPANT_JOINED", _) | (_, Some("participant.joined")) => {
+        (Some(T::Typing), _) | (_, Some("typing")) => Some(Event::Typing(pb::Typing {})),
+        (Some(T::ParticipantJoined), _) | (_, Some("participant.joined")) => {
             Some(Event::ParticipantJoined(pb::ParticipantChange {}))
         }
-        ("PARTICIPANT_LEFT", _) | (_, Some("participant.left")) => {
+        (Some(T::ParticipantLeft), _) | (_, Some("participant.left")) => {
             Some(Event::ParticipantLeft(pb::ParticipantChange {}))
         }
         (_, Some("participant.idle")) => Some(Event::ParticipantIdle(pb::ParticipantChange {})),
         (_, Some("participant.returned")) => {
             Some(Event::ParticipantReturned(pb::ParticipantChange {}))
         }
-        ("CHAT_ENDED", _) | (_, Some("chat.ended")) => Some(Event::ChatEnded(pb::ChatEnded {})),
-        ("TRANSFER_SUCCEEDED", _) | (_, Some("transfer.succeeded")) => {
+        (Some(T::ChatEnded), _) | (_, Some("chat.ended")) => {
+            Some(Event::ChatEnded(pb::ChatEnded {}))
+        }
+        (Some(T::TransferSucceeded), _) | (_, Some("transfer.succeeded")) => {
             Some(Event::Transfer(pb::Transfer { succeeded: true }))
         }
-        ("TRANSFER_FAILED", _) | (_, Some("transfer.failed")) => {
+        (Some(T::TransferFailed), _) | (_, Some("transfer.failed")) => {
             Some(Event::Transfer(pb::Transfer { succeeded: false }))
         }
-        ("MESSAGE_READ", _) | (_, Some("message.read")) => receipt(true),
-        ("MESSAGE_DELIVERED", _) | (_, Some("message.delivered")) => receipt(false),
+        (Some(T::MessageRead), _) | (_, Some("message.read")) => receipt(true),
+        (Some(T::MessageDelivered), _) | (_, Some("message.delivered")) => receipt(false),
         // A metadata item may carry both timestamps; the read one wins.
-        ("MESSAGEMETADATA", _) => receipt(true).or_else(|| receipt(false)),
-        ("ATTACHMENT", _) => item.attachments.as_ref().and_then(|a| a.first()).map(|a| {
+        (Some(T::MessageMetadata), _) => receipt(true).or_else(|| receipt(false)),
+        (Some(T::Attachment), _) => item.attachments.as_ref().and_then(|a| a.first()).map(|a| {
             Event::Attachment(pb::Attachment {
                 attachment_id: a.attachment_id.clone().unwrap_or_default(),
                 name: a.attachment_name.clone().unwrap_or_default(),
@@ -247,7 +335,7 @@ pub fn to_event(item: &Item) -> pb::ChatEvent {
     };
     let event = event.unwrap_or_else(|| {
         Event::Raw(pb::RawItem {
-            r#type: kind.to_owned(),
+            r#type: kind.map(|k| k.as_str().to_owned()).unwrap_or_default(),
             content_type: ct.to_owned(),
             content: item.content.clone().unwrap_or_default(),
             json: item.raw.clone(),
@@ -260,7 +348,10 @@ pub fn to_event(item: &Item) -> pb::ChatEvent {
         sender: item.participant_id.as_ref().map(|id| pb::Participant {
             participant_id: id.clone(),
             display_name: item.display_name.clone().unwrap_or_default(),
-            role: role(item.participant_role.as_deref()) as i32,
+            role: item
+                .participant_role
+                .as_ref()
+                .map_or(pb::ParticipantRole::Unspecified, Role::to_pb) as i32,
         }),
         event: Some(event),
     }
@@ -273,6 +364,20 @@ mod tests {
 
     fn ev(json: &str) -> Event {
         to_event(&Item::parse(json).unwrap()).event.unwrap()
+    }
+
+    #[test]
+    fn types_and_roles_parse_and_keep_what_is_unknown() {
+        assert_eq!(
+            ItemType::from("MESSAGEMETADATA".to_owned()),
+            ItemType::MessageMetadata
+        );
+        assert_eq!(ItemType::from("CHAT_ENDED".to_owned()), ItemType::ChatEnded);
+        let later = ItemType::from("SOMETHING_NEW".to_owned());
+        assert_eq!(later.as_str(), "SOMETHING_NEW");
+        assert_eq!(String::from(ItemType::ConnectionAck), "CONNECTION_ACK");
+        assert_eq!(Role::from("CUSTOM_BOT".to_owned()), Role::CustomBot);
+        assert_eq!(String::from(Role::Other("X".into())), "X");
     }
 
     #[test]

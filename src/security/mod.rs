@@ -218,15 +218,18 @@ impl SecurityArgs {
     pub fn build(&self, listen: SocketAddr) -> Result<SecurityOptions, String> {
         let api_keys = self.api_keys.clone();
         let tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsSettings::load(&TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: self.tls_client_ca.clone(),
-                handshake: HandshakeLimits {
-                    timeout: self.tls_handshake_timeout,
-                    max_in_progress: self.tls_max_handshakes as usize,
-                },
-            })?),
+            (Some(cert), Some(key)) => Some(
+                TlsSettings::load(&TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.tls_client_ca.clone(),
+                    handshake: HandshakeLimits {
+                        timeout: self.tls_handshake_timeout,
+                        max_in_progress: self.tls_max_handshakes as usize,
+                    },
+                })
+                .map_err(|e| e.to_string())?,
+            ),
             _ => None,
         };
         let auth = Authenticator {

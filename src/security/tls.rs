@@ -27,6 +27,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::{Stream, StreamExt as _};
+use tokio_util::either::Either;
 use tonic::transport::server::Connected;
 
 /// Where the listener's TLS material lives, and the bounds of its handshakes.
@@ -81,16 +82,62 @@ impl fmt::Debug for TlsSettings {
     }
 }
 
-fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
+/// Why the listener's TLS configuration could not be built; `what` names the file (and its
+/// flag, when loaded from files).
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerTlsError {
+    #[error("cannot read the {what}: {source}")]
+    Read {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("the {what} is not PEM: {source}")]
+    NotPem {
+        what: String,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("the {what} holds no certificate")]
+    NoCertificate { what: String },
+    #[error("the {what} holds no usable private key: {source}")]
+    NoKey {
+        what: String,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("the {what} holds a bad certificate: {source}")]
+    BadCertificate { what: String, source: rustls::Error },
+    #[error("the {what} is not usable: {source}")]
+    ClientCa {
+        what: String,
+        source: rustls::server::VerifierBuilderError,
+    },
+    #[error("cannot configure TLS: {0}")]
+    Config(rustls::Error),
+    #[error("the {cert} and {key} do not make a usable pair: {source}")]
+    Pair {
+        cert: String,
+        key: String,
+        source: rustls::Error,
+    },
 }
 
-fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, ListenerTlsError> {
+    std::fs::read(path).map_err(|source| ListenerTlsError::Read {
+        what: format!("{what} {}", path.display()),
+        source,
+    })
+}
+
+fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, ListenerTlsError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("the {what} is not PEM: {e}"))?;
+        .map_err(|source| ListenerTlsError::NotPem {
+            what: what.to_owned(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(format!("the {what} holds no certificate"));
+        return Err(ListenerTlsError::NoCertificate {
+            what: what.to_owned(),
+        });
     }
     Ok(certs)
 }
@@ -106,7 +153,7 @@ impl TlsSettings {
         key: &[u8],
         client_ca: Option<&[u8]>,
         handshake: HandshakeLimits,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ListenerTlsError> {
         Self::build(
             cert,
             key,
@@ -122,10 +169,12 @@ impl TlsSettings {
         client_ca: Option<&[u8]>,
         handshake: HandshakeLimits,
         names: [&str; 3],
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ListenerTlsError> {
         let chain = certificates(cert, names[0])?;
-        let key = PrivateKeyDer::from_pem_slice(key)
-            .map_err(|e| format!("the {} holds no usable private key: {e}", names[1]))?;
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|source| ListenerTlsError::NoKey {
+            what: names[1].to_owned(),
+            source,
+        })?;
         let client_verifier = match client_ca {
             None => None,
             Some(ca) => {
@@ -133,29 +182,37 @@ impl TlsSettings {
                 for c in certificates(ca, names[2])? {
                     roots
                         .add(c)
-                        .map_err(|e| format!("the {} holds a bad certificate: {e}", names[2]))?;
+                        .map_err(|source| ListenerTlsError::BadCertificate {
+                            what: names[2].to_owned(),
+                            source,
+                        })?;
                 }
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                         .allow_unauthenticated()
                         .build()
-                        .map_err(|e| format!("the {} is not usable: {e}", names[2]))?;
+                        .map_err(|source| ListenerTlsError::ClientCa {
+                            what: names[2].to_owned(),
+                            source,
+                        })?;
                 Some(verifier)
             }
         };
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("cannot configure TLS: {e}"))?;
+            .map_err(ListenerTlsError::Config)?;
         let builder = match &client_verifier {
             Some(v) => builder.with_client_cert_verifier(Arc::new(Deferred(v.clone()))),
             None => builder.with_client_cert_verifier(Arc::new(NoClientAuth)),
         };
-        let mut config = builder.with_single_cert(chain, key).map_err(|e| {
-            format!(
-                "the {} and {} do not make a usable pair: {e}",
-                names[0], names[1]
-            )
-        })?;
+        let mut config =
+            builder
+                .with_single_cert(chain, key)
+                .map_err(|source| ListenerTlsError::Pair {
+                    cert: names[0].to_owned(),
+                    key: names[1].to_owned(),
+                    source,
+                })?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
@@ -165,7 +222,7 @@ impl TlsSettings {
     }
 
     /// Reads and checks the files, naming the flag of any that is unusable.
-    pub fn load(files: &TlsFiles) -> Result<Self, String> {
+    pub fn load(files: &TlsFiles) -> Result<Self, ListenerTlsError> {
         let cert = read(&files.cert, "TLS certificate (--tls-cert)")?;
         let key = read(&files.key, "TLS key (--tls-key)")?;
         let ca = match &files.client_ca {
@@ -298,10 +355,8 @@ pub struct Conn {
     info: ConnInfo,
 }
 
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
+/// Plain TCP, or TLS over it.
+type Io = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
 impl Connected for Conn {
     type ConnectInfo = ConnInfo;
@@ -317,10 +372,7 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        match &mut self.get_mut().io {
-            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
@@ -330,10 +382,7 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match &mut self.get_mut().io {
-            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -341,31 +390,19 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match &mut self.get_mut().io {
-            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.io {
-            Io::Plain(s) => s.is_write_vectored(),
-            Io::Tls(s) => s.is_write_vectored(),
-        }
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match &mut self.get_mut().io {
-            Io::Plain(s) => Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match &mut self.get_mut().io {
-            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
@@ -387,7 +424,7 @@ pub fn incoming(
                 let _ = tcp.set_nodelay(true);
                 Conn {
                     info: ConnInfo::new(&tcp, None),
-                    io: Io::Plain(tcp),
+                    io: Either::Left(tcp),
                 }
             })
         }));
@@ -425,7 +462,7 @@ pub fn incoming(
                         let cert = tls.client_certificate(stream.get_ref().1.peer_certificates());
                         let conn = Conn {
                             info: ConnInfo::new(stream.get_ref().0, cert),
-                            io: Io::Tls(Box::new(stream)),
+                            io: Either::Right(Box::new(stream)),
                         };
                         let _ = tx.send(conn).await;
                         drop(permit);
