@@ -1,24 +1,34 @@
 //! connect-chat-gateway: Amazon Connect chat behind one gRPC API.
 //!
 //! # Layout
-//! Modules follow the path of a request:
-//! - [`api`]: the gRPC surface (`chatgateway.v1.ChatGateway`): validation, chat-token
-//!   authorization, and the hand-off to sessions; [`error`] maps every failure to a status.
-//! - [`session`]: one actor per contact owning its participant socket (heartbeat,
-//!   reconnection, backfill, fan-out to subscribers).
-//! - [`upstream`]: the Connect client over the official AWS SDK crates.
-//! - [`socket`] and [`item`]: the participant WebSocket protocol and transcript items.
-//! - [`store`]: session records behind a trait; [`secret`]: tokens that never print.
-//! - [`config`]: flags, environment and configuration file; [`pb`]: generated protobuf code
-//!   (with the [`codec`] its services use).
-//! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP endpoint (health too).
-//! - [`security`]: caller authentication ([`auth`]), TLS ([`tls`], both for the listener and
-//!   for the upstream sockets), [`limits`] and request validation ([`validate`]), applied in
-//!   front of every service.
-//! - [`sim`]: a local Amazon Connect chat simulator (REST-JSON routes and the participant
-//!   WebSocket), the embedded default and the tests' upstream. The gateway's core never
-//!   uses it; only the binary embeds it.
-//! - [`bench`]: the load generator behind the `connect-chat-bench` binary.
+//! The modules follow the path of a request, from the caller to Connect and back:
+//! - [`serve()`]: binds the services and layers together and drains in order on shutdown.
+//! - [`security`]: the tower [`layers`](security::layers) every call passes first (calls
+//!   counted, caller authenticated, its rate, calls per connection, request timeout,
+//!   message size), the caller's [`auth`](security::auth), [`limits`](security::limits),
+//!   [`tls`](security::tls) for the listener and the upstream sockets, and
+//!   [`secret`](security::secret)s that never print.
+//! - [`api`]: the gRPC surface (`chatgateway.v1.ChatGateway`), one file per RPC group, its
+//!   [`validate`](api::validate)ion against Connect's limits and the one
+//!   [`status`](api::status) mapping of every failure.
+//! - [`session`]: one actor per contact owning its participant socket (connect, heartbeat,
+//!   rotation, reconnection), its connection token, the
+//!   [`backfill`](session::backfill) of what a socket missed, the
+//!   [`fanout`](session::fanout) to subscribers and resume [`cursor`](session::cursor)s.
+//! - [`connect`]: the upstream — the [`client`](connect::client) over the official AWS SDK
+//!   crates, its typed [`error`](connect::error)s, transcript [`item`](connect::item)s, the
+//!   participant [`socket`](connect::socket) protocol and the one list of
+//!   [`content_type`](connect::content_type)s.
+//! - [`store`]: chat records, in [`memory`](store::MemoryStore) or in
+//!   [`redis`](store::RedisStore) for several processes.
+//! - [`ops`]: Prometheus [`metrics`](ops::metrics) and the [`admin`](ops::admin) endpoint.
+//! - [`config`]: flags, environment and the configuration file, parsed once into typed values.
+//! - [`pb`]: the generated protobuf code and the [`codec`](pb::codec) its services use.
+//! - `sim` (feature `sim`, on by default): a local Amazon Connect chat simulator (REST-JSON
+//!   routes and the participant WebSocket), the embedded default and the tests' upstream. The
+//!   gateway's core never imports it (CI builds the library without it); only the binaries
+//!   and the tests do.
+//! - `bench` (feature `bench`): the load generator behind `connect-chat-bench`.
 
 pub mod api;
 #[cfg(feature = "bench")]

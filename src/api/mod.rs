@@ -3,6 +3,7 @@
 //! or to the Connect client. No Connect token ever leaves this module in a response.
 
 mod chat;
+mod defaults;
 mod messages;
 pub mod status;
 mod subscribe;
@@ -22,6 +23,7 @@ use crate::session::cursor::{self, Cursor};
 use crate::session::fanout::{Listener, RecvError};
 use crate::session::{Session, SessionError, Sessions, SharedEvent, SubscriberGuard};
 use crate::store::ChatRecord;
+pub use defaults::ChatDefaults;
 use futures::Stream;
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
@@ -30,20 +32,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tonic::{Request, Response, Status};
 pub use validate::{limits, validate_start};
-
-/// What the gateway starts chats with.
-#[derive(Clone, Debug, Default)]
-pub struct ChatDefaults {
-    pub instance_id: String,
-    pub contact_flow_id: String,
-    /// Other instance and flow ids a request may name.
-    pub allowed_instance_ids: HashSet<String>,
-    pub allowed_contact_flow_ids: HashSet<String>,
-    /// How long a call waits for the chat's first connection token.
-    pub token_wait: Duration,
-    /// A quiet Subscribe stream gets a keepalive event this often.
-    pub keepalive_interval: Duration,
-}
 
 /// What a call does with a chat: operators may inspect any chat without its token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

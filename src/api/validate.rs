@@ -2,8 +2,8 @@
 //! functions from a request to what the gateway sends upstream; each refusal names one field
 //! (`google.rpc.BadRequest`).
 
+use crate::api::defaults::ChatDefaults;
 use crate::api::status::ApiError;
-use crate::api::ChatDefaults;
 use crate::connect::{StartChat, TranscriptQuery};
 use crate::pb;
 use crate::security::limits::ReceiptKind;

@@ -2,10 +2,11 @@
 //! validated [`Config`]. With no Connect instance configured the gateway runs on the
 //! embedded simulator.
 
+mod file;
+
 use crate::api::ChatDefaults;
 use crate::connect::UpstreamConfig;
 use crate::session::SessionSettings;
-use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -221,53 +222,7 @@ impl Config {
         let Some(path) = matches.get_one::<PathBuf>("config").cloned() else {
             return Self::from_arg_matches(&matches)?.checked(&mut cmd);
         };
-        let io = |what: String| cmd.clone().error(clap::error::ErrorKind::Io, what);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| io(format!("cannot read --config {}: {e}", path.display())))?;
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e| io(format!("--config {}: {e}", path.display())))?;
-        let mut from_file: Vec<OsString> = Vec::new();
-        for (key, value) in table {
-            let Some(arg) = cmd.get_arguments().find(|a| a.get_id() == key.as_str()) else {
-                return Err(io(format!(
-                    "--config {}: unknown setting `{key}`",
-                    path.display()
-                )));
-            };
-            let Some(long) = arg.get_long().filter(|_| key != "config") else {
-                return Err(io(format!(
-                    "--config {}: `{key}` cannot be set in a file",
-                    path.display()
-                )));
-            };
-            if matches!(
-                matches.value_source(&key),
-                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-            ) {
-                continue;
-            }
-            let scalar = |v: &toml::Value| match v {
-                toml::Value::String(s) => Ok(s.clone()),
-                toml::Value::Integer(i) => Ok(i.to_string()),
-                toml::Value::Float(f) => Ok(f.to_string()),
-                toml::Value::Boolean(b) => Ok(b.to_string()),
-                _ => Err(io(format!(
-                    "--config {}: `{key}` has an unsupported value",
-                    path.display()
-                ))),
-            };
-            match &value {
-                toml::Value::Boolean(true) => from_file.push(format!("--{long}").into()),
-                toml::Value::Boolean(false) => {}
-                toml::Value::Array(items) => {
-                    for item in items {
-                        from_file.push(format!("--{long}={}", scalar(item)?).into());
-                    }
-                }
-                other => from_file.push(format!("--{long}={}", scalar(other)?).into()),
-            }
-        }
+        let from_file = file::arguments(&cmd, &matches, &path)?;
         let mut all = args;
         let at = 1.min(all.len());
         all.splice(at..at, from_file);

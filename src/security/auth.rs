@@ -48,7 +48,7 @@ impl Principal {
         }
     }
 
-    /// The principal the [`AuthLayer`] put into a request (anonymous when none did).
+    /// The principal the authenticate layer put into a request (anonymous when none did).
     pub fn of<T>(request: &tonic::Request<T>) -> Self {
         request
             .extensions()

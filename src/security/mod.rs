@@ -1,5 +1,5 @@
 //! The security settings: flags and environment ([`SecurityArgs`], flattened into the
-//! gateway's configuration) and what [`crate::serve`] applies ([`SecurityOptions`]):
+//! gateway's configuration) and what [`crate::serve()`] applies ([`SecurityOptions`]):
 //! authentication, operators, TLS and every limit. Files are read and checked once, at start.
 
 pub mod auth;
@@ -148,7 +148,7 @@ pub struct SecurityArgs {
     pub max_upstream_frame_bytes: u64,
 }
 
-/// What [`crate::serve`] applies. The default: no authentication, no TLS, default limits
+/// What [`crate::serve()`] applies. The default: no authentication, no TLS, default limits
 /// (the embedded, loopback-only configuration).
 #[derive(Clone, Debug, Default)]
 pub struct SecurityOptions {
@@ -254,7 +254,7 @@ impl SecurityArgs {
     }
 }
 
-/// The gRPC server builder with the server-wide bounds and the [`AuthLayer`] applied (TLS is
+/// The gRPC server builder with the server-wide bounds and the [`layers::SecurityLayer`] applied (TLS is
 /// done by [`crate::security::tls::incoming`]).
 pub fn server(
     options: &SecurityOptions,

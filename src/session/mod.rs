@@ -1,5 +1,5 @@
 //! Per-contact sessions. Each live chat has one [`Session`]: a shared handle, and one actor
-//! task ([`actor`]) that owns the contact's participant socket, keeps it healthy, backfills
+//! task (the actor) that owns the contact's participant socket, keeps it healthy, backfills
 //! what a reconnect missed and fans every event out to the chat's subscribers.
 
 mod actor;

@@ -9,7 +9,7 @@
 //! outside the simulator, only `crate::connect::content_type`. No two files import each other.
 //! - [`config`]: [`SimConfig`] and [`AgentConfig`], everything the simulator is told at start.
 //! - [`model`]: the only owner of data. [`model::registry`] (chats by token and contact id,
-//!   tokens, counters, knobs: the [`Shared`](model::registry::Shared) state),
+//!   tokens, counters, knobs: the [`model::registry::Shared`] state),
 //!   [`model::chat`] (a chat, its participants, items, sockets and attachments),
 //!   [`model::control`] (what [`SimHandle`] does to chats: drop, end, say, push, inspect),
 //!   [`model::transcript`] (GetTranscript paging: positions by item sequence, opaque
