@@ -1,7 +1,6 @@
 //! Small building blocks of the simulator's data: a mutex lock that survives poisoning,
 //! unguessable tokens, and a map bounded by entry count that forgets its oldest keys.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,19 +20,17 @@ pub fn new_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// A map that forgets its oldest keys beyond `cap` entries.
+/// A map that forgets its oldest keys beyond `cap` entries (insertion order; O(1) each way).
 #[derive(Debug)]
 pub struct BoundedMap<V> {
-    map: HashMap<String, V>,
-    order: VecDeque<String>,
+    map: hashlink::LinkedHashMap<String, V>,
     cap: usize,
 }
 
 impl<V> BoundedMap<V> {
     pub fn new(cap: usize) -> Self {
         BoundedMap {
-            map: HashMap::new(),
-            order: VecDeque::new(),
+            map: hashlink::LinkedHashMap::new(),
             cap: cap.max(1),
         }
     }
@@ -43,9 +40,7 @@ impl<V> BoundedMap<V> {
     }
 
     pub fn remove(&mut self, key: &str) -> Option<V> {
-        let v = self.map.remove(key)?;
-        self.order.retain(|k| k != key);
-        Some(v)
+        self.map.remove(key)
     }
 
     /// Insert; returns the entries pushed out to respect the bound.
@@ -56,14 +51,11 @@ impl<V> BoundedMap<V> {
         }
         let mut evicted = Vec::new();
         while self.map.len() >= self.cap {
-            let Some(old) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(v) = self.map.remove(&old) {
-                evicted.push((old, v));
+            match self.map.pop_front() {
+                Some(old) => evicted.push(old),
+                None => break,
             }
         }
-        self.order.push_back(key.clone());
         self.map.insert(key, value);
         evicted
     }
