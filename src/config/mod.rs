@@ -308,6 +308,38 @@ mod tests {
     }
 
     #[test]
+    fn the_simulator_is_never_a_silent_fallback_off_loopback() {
+        let refused = Config::load_from(["gw", "--listen", "0.0.0.0:50051"]).unwrap_err();
+        assert!(refused.to_string().contains("--simulator"), "{refused}");
+        let on_purpose =
+            Config::load_from(["gw", "--listen", "0.0.0.0:50051", "--simulator"]).unwrap();
+        assert!(on_purpose.embedded());
+        let real = Config::load_from([
+            "gw",
+            "--listen",
+            "0.0.0.0:50051",
+            "--instance-id",
+            "i",
+            "--contact-flow-id",
+            "f",
+        ])
+        .unwrap();
+        assert!(!real.embedded());
+        assert!(Config::load_from(["gw", "--listen", "[::1]:50051"]).is_ok());
+        // The simulator and a real instance are exclusive.
+        assert!(Config::load_from(["gw", "--simulator", "--instance-id", "i"]).is_err());
+    }
+
+    #[test]
+    fn the_store_is_memory_or_a_redis_url() {
+        let c = Config::load_from(["gw", "--store", "redis://127.0.0.1:6379/0"]).unwrap();
+        assert_eq!(c.store, StoreKind::Redis("redis://127.0.0.1:6379/0".into()));
+        assert_eq!(Config::load_from(["gw"]).unwrap().store, StoreKind::Memory);
+        let bad = Config::load_from(["gw", "--store", "postgres://x"]).unwrap_err();
+        assert!(bad.to_string().contains("--store"), "{bad}");
+    }
+
+    #[test]
     fn a_config_file_fills_what_flags_and_environment_did_not_set() {
         let dir = std::env::temp_dir().join(format!("ccg-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
