@@ -162,7 +162,7 @@ pub fn validate_start(
                     "must be one of the chat's supported content types",
                 ));
             }
-            check_len("initial_message.content", &m.content, 1, limits::CONTENT)?;
+            check_len("initial_message.content", &m.content, 1, content_limit(&ct))?;
             Some((ct, m.content))
         }
         _ => None,
@@ -233,9 +233,15 @@ pub fn validate_start(
 
 /// Checks SendMessage's fields (the chat reference aside); returns the content type.
 pub fn validate_send_message(req: &pb::SendMessageRequest) -> Result<String, ApiError> {
-    check_len("content", &req.content, 1, limits::CONTENT)?;
     check_len("client_token", &req.client_token, 0, limits::CLIENT_TOKEN)?;
-    message_content_type("content_type", &req.content_type)
+    let content_type = message_content_type("content_type", &req.content_type)?;
+    check_len("content", &req.content, 1, content_limit(&content_type))?;
+    Ok(content_type)
+}
+
+/// The longest content of a message type (Connect's per-type limit).
+fn content_limit(content_type: &str) -> usize {
+    ct::max_message_chars(content_type).unwrap_or(limits::CONTENT)
 }
 
 /// What a SendEvent asks of Connect.

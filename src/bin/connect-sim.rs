@@ -89,6 +89,10 @@ struct Args {
     /// and SendEvent 10/s burst 15, ...): calls over them get ThrottlingException (429).
     #[arg(long, env = "CONNECT_SIM_RATE_QUOTAS")]
     rate_quotas: bool,
+    /// Origins whose pages may call the participant service from a browser (CORS), as
+    /// scheme://host[:port], comma-separated. Default: every loopback origin.
+    #[arg(long, env = "CONNECT_SIM_APPROVED_ORIGINS", value_delimiter = ',')]
+    approved_origins: Vec<String>,
 }
 
 impl Args {
@@ -99,6 +103,7 @@ impl Args {
             socket_base_url: self.socket_base_url,
             tls: self.tls,
             rate_quotas: self.rate_quotas,
+            approved_origins: self.approved_origins,
             connection_token_ttl: Duration::from_secs(self.connection_token_ttl_secs),
             socket_url_ttl: Duration::from_secs(self.socket_url_ttl_secs),
             max_sockets_per_participant: self.max_sockets_per_participant,

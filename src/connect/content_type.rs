@@ -28,7 +28,37 @@ pub const CHAT_ENDED: &str = "application/vnd.amazonaws.connect.event.chat.ended
 pub const CONNECTION_ACKNOWLEDGED: &str =
     "application/vnd.amazonaws.connect.event.connection.acknowledged";
 
+/// The longest message content of each type, in characters, as Connect's service enforces
+/// it (the model's 16,384 is only the outer bound of the shape). StartChatContact's
+/// InitialMessage has the same limits.
+pub fn max_message_chars(content_type: &str) -> Option<usize> {
+    match content_type {
+        TEXT_PLAIN | TEXT_MARKDOWN => Some(1_024),
+        APPLICATION_JSON => Some(12_000),
+        INTERACTIVE_RESPONSE => Some(12_288),
+        _ => None,
+    }
+}
+
+/// The model's outer bound of a message's content, for every type.
+pub const MODEL_MAX_MESSAGE_CHARS: usize = 16_384;
+
 /// Whether `content_type` is one a participant may send as a message.
 pub fn is_message(content_type: &str) -> bool {
     MESSAGE.contains(&content_type)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_type_has_its_limit() {
+        for t in MESSAGE {
+            let max = max_message_chars(t).unwrap();
+            assert!(max <= MODEL_MAX_MESSAGE_CHARS, "{t}");
+        }
+        assert_eq!(max_message_chars(TEXT_PLAIN), Some(1_024));
+        assert_eq!(max_message_chars(TYPING), None);
+    }
 }

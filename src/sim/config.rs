@@ -57,6 +57,10 @@ pub struct SimConfig {
     /// operation's token bucket fails with ThrottlingException (429), as Connect does.
     /// Off by default, so tests and benchmarks are limited only by what they inject.
     pub rate_quotas: bool,
+    /// Origins whose browser pages may call the participant service (Connect's approved
+    /// origins, an instance setting), as `scheme://host[:port]`. Empty: every loopback origin
+    /// (`http://localhost:<any>`, `http://127.0.0.1:<any>`, ...), so a local page works as it is.
+    pub approved_origins: Vec<String>,
     /// The scripted agent.
     pub agent: AgentConfig,
 }
@@ -85,6 +89,7 @@ impl Default for SimConfig {
             agent_queue: 256,
             shutdown_grace: Duration::from_secs(5),
             rate_quotas: false,
+            approved_origins: Vec::new(),
             agent: AgentConfig::default(),
         }
     }

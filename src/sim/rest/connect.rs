@@ -152,12 +152,14 @@ fn validate_start(req: &StartChatContactRequest) -> Result<NewChat, ApiError> {
         Some(m) => {
             let ct =
                 required("InitialMessage.ContentType", &m.content_type, 1, 100).map_err(bad)?;
-            let content = required("InitialMessage.Content", &m.content, 1, 16384).map_err(bad)?;
             if !content_type::is_message(ct) || !supported_types.iter().any(|t| t == ct) {
                 return Err(bad(format!(
                     "InitialMessage.ContentType {ct:?} is not supported by this chat"
                 )));
             }
+            let max = content_type::max_message_chars(ct)
+                .unwrap_or(content_type::MODEL_MAX_MESSAGE_CHARS);
+            let content = required("InitialMessage.Content", &m.content, 1, max).map_err(bad)?;
             Some((ct.to_owned(), content.to_owned()))
         }
     };

@@ -28,8 +28,7 @@ use views::{cancel_participant_authentication, describe_view, get_authentication
 use wire::ApiError;
 
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/contact/chat", put(start_chat_contact))
+    let participant = Router::new()
         .route(
             "/participant/connection",
             post(create_participant_connection),
@@ -56,11 +55,75 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/participant/cancel-authentication",
             post(cancel_participant_authentication),
         )
+        // Browsers call the participant service cross-origin (the connect service is signed
+        // with AWS credentials and never called from a page).
+        .layer(cors(&shared.config.approved_origins));
+    Router::new()
+        .route("/contact/chat", put(start_chat_contact))
+        .merge(participant)
         .route_layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             answer_delay,
         ))
         .with_state(shared)
+}
+
+/// Headers ChatJS and the AWS SDK for JavaScript send on participant calls.
+const ALLOWED_HEADERS: [&str; 10] = [
+    "authorization",
+    "content-type",
+    "x-amz-bearer",
+    "x-amz-date",
+    "x-amz-user-agent",
+    "x-amz-content-sha256",
+    "x-amz-security-token",
+    "x-amz-client-token",
+    "amz-sdk-invocation-id",
+    "amz-sdk-request",
+];
+
+/// Headers a page may read from the answers (the request id and error shape).
+const EXPOSED_HEADERS: [&str; 4] = [
+    "x-amzn-requestid",
+    "x-amzn-errortype",
+    "x-amzn-errormessage",
+    "date",
+];
+
+/// Whether `origin` is an approved origin: one of `approved`, or with none configured, any
+/// loopback origin.
+pub fn origin_approved(origin: &str, approved: &[String]) -> bool {
+    if !approved.is_empty() {
+        return approved
+            .iter()
+            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin));
+    }
+    let Ok(url) = url::Url::parse(origin) else {
+        return false;
+    };
+    matches!(url.scheme(), "http" | "https")
+        && match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        }
+}
+
+/// CORS as Connect answers it: preflights and answers carry `Access-Control-Allow-Origin`
+/// for approved origins only.
+fn cors(approved: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let approved = approved.to_vec();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            origin.to_str().is_ok_and(|o| origin_approved(o, &approved))
+        }))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::OPTIONS])
+        .allow_headers(ALLOWED_HEADERS.map(HeaderName::from_static))
+        .expose_headers(EXPOSED_HEADERS.map(HeaderName::from_static))
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// Holds every operation back by the configured answer delay: a slow Connect.
@@ -87,4 +150,32 @@ pub async fn unknown_operation() -> Response {
         "Unknown operation",
     )
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_origins_are_approved_by_default_and_configured_ones_replace_them() {
+        for o in [
+            "http://localhost:3000",
+            "http://127.0.0.1:8080",
+            "https://localhost",
+            "http://[::1]:5173",
+        ] {
+            assert!(origin_approved(o, &[]), "{o}");
+        }
+        for o in [
+            "https://example.com",
+            "http://10.0.0.1:3000",
+            "null",
+            "file://",
+        ] {
+            assert!(!origin_approved(o, &[]), "{o}");
+        }
+        let approved = vec!["https://app.example.com/".to_owned()];
+        assert!(origin_approved("https://app.example.com", &approved));
+        assert!(!origin_approved("http://localhost:3000", &approved));
+    }
 }

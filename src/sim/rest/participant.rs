@@ -95,7 +95,13 @@ pub(super) async fn send_message(
         let req: SendRequest = parse(&body, ApiError::validation)?;
         let ct =
             required("ContentType", &req.content_type, 1, 100).map_err(ApiError::validation)?;
-        let content = required("Content", &req.content, 1, 16384).map_err(ApiError::validation)?;
+        required(
+            "Content",
+            &req.content,
+            1,
+            content_type::MODEL_MAX_MESSAGE_CHARS,
+        )
+        .map_err(ApiError::validation)?;
         optional("ClientToken", &req.client_token, 0, 500).map_err(ApiError::validation)?;
         if !content_type::is_message(ct) {
             return Err(ApiError::validation(format!(
@@ -103,6 +109,10 @@ pub(super) async fn send_message(
                 content_type::INTERACTIVE_RESPONSE
             )));
         }
+        // The model's bound is the same for every type; the service enforces each type's.
+        let max =
+            content_type::max_message_chars(ct).unwrap_or(content_type::MODEL_MAX_MESSAGE_CHARS);
+        let content = required("Content", &req.content, 1, max).map_err(ApiError::validation)?;
         if !chat.supported_types.iter().any(|t| t == ct) {
             return Err(ApiError::validation(format!(
                 "ContentType {ct:?} is not in this chat's SupportedMessagingContentTypes"

@@ -26,6 +26,14 @@ struct StartPosition {
     most_recent: Option<i64>,
 }
 
+impl StartPosition {
+    /// `"StartPosition": {}`, which ChatJS sends when its caller names no start: Connect
+    /// treats it as no start given.
+    fn is_empty(&self) -> bool {
+        self.id.is_none() && self.absolute_time.is_none() && self.most_recent.is_none()
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct GetTranscriptRequest {
@@ -94,7 +102,7 @@ fn transcript_page(chat: &Chat, req: &GetTranscriptRequest) -> Result<Value, Api
             return Err(v("NextToken was issued for the other ScanDirection".into()));
         }
         (cursor.direction, Start::Cursor(cursor))
-    } else if let Some(sp) = &req.start_position {
+    } else if let Some(sp) = req.start_position.as_ref().filter(|sp| !sp.is_empty()) {
         let set = usize::from(sp.id.is_some())
             + usize::from(sp.absolute_time.is_some())
             + usize::from(sp.most_recent.is_some());
