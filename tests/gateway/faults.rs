@@ -1,13 +1,11 @@
 //! Zero loss under upstream faults: each fault the simulator can inject, with the promise
 //! checked as a user would — every agent message arrives once, in order.
 
-mod support;
-
+use crate::support::gateway::*;
 use connect_chat_gateway::pb::{self, chat_event::Event};
 use connect_chat_gateway::session::SessionSettings;
 use connect_chat_gateway::sim::{FaultKind, Operation, SimConfig};
 use std::time::Duration;
-use support::*;
 use tonic::Code;
 
 fn upstream_is(e: &pb::ChatEvent, state: pb::UpstreamState) -> bool {
@@ -140,7 +138,10 @@ async fn connection_tokens_are_refreshed_before_they_expire() {
     let chat = h.start_chat("Ada").await;
     let mut s = h.subscribe(&chat).await;
     let first = h.sim.calls(Operation::CreateParticipantConnection);
-    wait_for(|| h.sim.calls(Operation::CreateParticipantConnection) >= first + 3).await;
+    wait_for("three reconnects", || {
+        h.sim.calls(Operation::CreateParticipantConnection) >= first + 3
+    })
+    .await;
     // Well past the first token's expiry, a call goes through, on the same socket.
     let sent = h.send(&chat, "still here").await;
     let events = read_until(&mut s, |e| {
@@ -223,7 +224,10 @@ async fn planned_rotation_is_make_before_break_and_loses_nothing() {
             h.sim.agent_say(&chat.contact_id, &text).unwrap();
             expected.push(text);
         }
-        wait_for(|| h.sim.calls(Operation::CreateParticipantConnection) > calls).await;
+        wait_for("a rotation", || {
+            h.sim.calls(Operation::CreateParticipantConnection) > calls
+        })
+        .await;
         calls = h.sim.calls(Operation::CreateParticipantConnection);
         for i in 5..10 {
             let text = format!("r{round} {i}");

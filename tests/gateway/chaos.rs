@@ -6,8 +6,7 @@
 //! Sizes: CHAOS_CHATS (default 24), CHAOS_MESSAGES (per chat and direction, default 100),
 //! CHAOS_SEED (default 7).
 
-mod support;
-
+use crate::support::gateway::*;
 use connect_chat_gateway::pb::{self, chat_event::Event, chat_gateway_client::ChatGatewayClient};
 use connect_chat_gateway::session::SessionSettings;
 use connect_chat_gateway::sim::{AgentConfig, FaultKind, Operation, SimConfig};
@@ -16,7 +15,6 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::*;
 use tonic::transport::Channel;
 use tonic::Code;
 

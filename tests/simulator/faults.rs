@@ -1,12 +1,10 @@
 //! Every fault knob and control of the simulator handle, plus the admin HTTP API end to end.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::support::sim::*;
 use aws_sdk_connect::error::ProvideErrorMetadata as _;
 use aws_sdk_connectparticipant::types::ConnectionType;
-use common::sim::*;
 use connect_chat_gateway::sim::{Counters, FaultKind, Operation, SimConfig, SimError};
 use futures::SinkExt;
 use serde_json::{json, Value};

@@ -3,14 +3,12 @@
 //! receipts per chat, and the global CreateParticipantConnection budget under a reconnect
 //! storm.
 
-mod support;
-
+use crate::support::gateway::*;
 use connect_chat_gateway::pb;
 use connect_chat_gateway::security::limits::Limits;
 use connect_chat_gateway::security::SecurityOptions;
 use connect_chat_gateway::sim::{Operation, SimConfig};
 use std::time::{Duration, Instant};
-use support::*;
 use tonic::Code;
 
 async fn harness(limits: Limits) -> Harness {
@@ -337,9 +335,15 @@ async fn an_oversized_upstream_frame_is_counted_and_the_socket_recovers() {
             }),
         )
         .unwrap();
-    wait_for(|| connect_chat_gateway::session::rejected_frames() > before).await;
+    wait_for("the frame rejected", || {
+        connect_chat_gateway::session::rejected_frames() > before
+    })
+    .await;
     // The session reconnects and keeps delivering.
-    wait_for(|| h.sim.calls(Operation::CreateParticipantConnection) > connects).await;
+    wait_for("a reconnect", || {
+        h.sim.calls(Operation::CreateParticipantConnection) > connects
+    })
+    .await;
     h.send(&chat, "still there?").await;
     read_until(&mut s, |e| {
         agent_texts(e).iter().any(|t| t == "Agent: still there?")
