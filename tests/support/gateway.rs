@@ -28,7 +28,7 @@ pub struct Harness {
     /// The admin HTTP endpoint (metrics, health).
     pub admin: std::net::SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
 
 pub fn fast_agent() -> AgentConfig {
@@ -123,19 +123,15 @@ impl Harness {
         };
         adjust(&mut options);
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            connect_chat_gateway::serve_with(
-                listener,
-                Some(admin_listener),
-                upstream,
-                options,
-                async {
-                    let _ = stopped.await;
-                },
-            )
-            .await
-            .expect("gateway serves");
-        });
+        let task = tokio::spawn(connect_chat_gateway::serve_with(
+            listener,
+            Some(admin_listener),
+            upstream,
+            options,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let endpoint = Channel::from_shared(format!("http://{addr}")).expect("uri");
         let channel = if lazy {
             endpoint.connect_lazy()
@@ -191,12 +187,29 @@ impl Harness {
             .into_inner()
     }
 
+    /// Stops the gateway (its drain included) and then the simulator. Panics if the gateway's
+    /// server task panicked, if `serve_with` returned an error, or if the drain did not end
+    /// within [`WAIT`]: a test that passed so far fails here instead of hiding it.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(WAIT, task).await;
+            match tokio::time::timeout(WAIT, task).await {
+                Err(_) => panic!("the gateway did not finish draining within {WAIT:?}"),
+                Ok(Err(e)) if e.is_panic() => {
+                    let payload = e.into_panic();
+                    let message = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a non-text panic payload".into());
+                    panic!("the gateway's server task panicked: {message}");
+                }
+                Ok(Err(e)) => panic!("the gateway's server task was cancelled: {e}"),
+                Ok(Ok(Err(e))) => panic!("the gateway's serve returned an error: {e:?}"),
+                Ok(Ok(Ok(()))) => {}
+            }
         }
         self.sim.clone().shutdown().await;
     }
