@@ -1,296 +1,114 @@
-//! End-to-end harness: a simulator and a gateway in process on port 0, and a tonic client.
+//! The one harness of the three test binaries (`gateway`, `simulator`, `operations`), each of
+//! which includes it with `#[path = "../support/mod.rs"] mod support;`.
+//!
+//! Here: the one bound on every wait ([`WAIT`]), the state-polling waits ([`wait_for`],
+//! [`stays_for`]; never a bare sleep) and a minimal HTTP client. [`gateway`] starts a
+//! simulator and a gateway in process; [`sim`] drives a simulator alone through the official
+//! SDK crates and plain sockets. Both re-export the shared items, so a test module needs one
+//! glob import.
 #![allow(dead_code)]
 
-use connect_chat_gateway::api::ChatDefaults;
-use connect_chat_gateway::config::{SIMULATED_CONTACT_FLOW_ID, SIMULATED_INSTANCE_ID};
-use connect_chat_gateway::connect::{Connect, UpstreamConfig};
-use connect_chat_gateway::ops::metrics::Metrics;
-use connect_chat_gateway::pb::{self, chat_event::Event, chat_gateway_client::ChatGatewayClient};
-use connect_chat_gateway::session::SessionSettings;
-use connect_chat_gateway::sim::{AgentConfig, SimConfig, SimHandle, Simulator};
-use connect_chat_gateway::ServeOptions;
-use std::sync::Arc;
+pub mod gateway;
+pub mod sim;
+
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tonic::transport::Channel;
-use tonic::Streaming;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a test waits for any one expected thing before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-pub struct Harness {
-    pub sim: SimHandle,
-    pub client: ChatGatewayClient<Channel>,
-    pub channel: Channel,
-    pub addr: std::net::SocketAddr,
-    /// The admin HTTP endpoint (metrics, health).
-    pub admin: std::net::SocketAddr,
-    /// The gateway's metrics, read directly.
-    pub metrics: Arc<Metrics>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-pub fn fast_agent() -> AgentConfig {
-    AgentConfig {
-        join_delay: Duration::from_millis(20),
-        reply_delay: Duration::from_millis(20),
-        ..AgentConfig::default()
-    }
-}
-
-pub fn fast_session() -> SessionSettings {
-    SessionSettings {
-        heartbeat_interval: Duration::from_millis(500),
-        reconnect_min: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(200),
-        connect_timeout: Duration::from_secs(5),
-        end_grace: Duration::from_secs(2),
-        ..SessionSettings::default()
-    }
-}
-
-impl Harness {
-    pub async fn start() -> Self {
-        Self::with(
-            SimConfig {
-                agent: fast_agent(),
-                ..SimConfig::default()
-            },
-            fast_session(),
-        )
-        .await
-    }
-
-    pub async fn with(sim_config: SimConfig, session: SessionSettings) -> Self {
-        Self::with_options(sim_config, |o| o.session = session).await
-    }
-
-    pub async fn with_options(
-        sim_config: SimConfig,
-        adjust: impl FnOnce(&mut ServeOptions),
-    ) -> Self {
-        Self::build(sim_config, adjust, false).await
-    }
-
-    /// Like [`Harness::with_options`], but `client` connects only when first used (for a
-    /// gateway that speaks TLS, whose tests make their own clients).
-    pub async fn with_options_lazy(
-        sim_config: SimConfig,
-        adjust: impl FnOnce(&mut ServeOptions),
-    ) -> Self {
-        Self::build(sim_config, adjust, true).await
-    }
-
-    async fn build(
-        sim_config: SimConfig,
-        adjust: impl FnOnce(&mut ServeOptions),
-        lazy: bool,
-    ) -> Self {
-        let sim = Simulator::start(sim_config)
-            .await
-            .expect("simulator starts");
-        let metrics = Arc::new(Metrics::new());
-        let upstream = Connect::new(
-            &UpstreamConfig {
-                region: "us-east-1".into(),
-                endpoint_url: Some(sim.endpoint()),
-                static_credentials: true,
-                call_timeout: Duration::from_secs(5),
-                max_attempts: 3,
-            },
-            metrics.clone(),
-        )
-        .await;
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
-        let admin = admin_listener.local_addr().expect("admin addr");
-        let mut options = ServeOptions {
-            defaults: ChatDefaults {
-                instance_id: SIMULATED_INSTANCE_ID.into(),
-                contact_flow_id: SIMULATED_CONTACT_FLOW_ID.into(),
-                allowed_instance_ids: ["allowed-instance".to_string()].into(),
-                allowed_contact_flow_ids: Default::default(),
-                token_wait: Duration::from_secs(5),
-                keepalive_interval: Duration::from_secs(30),
-            },
-            session: fast_session(),
-            store_capacity: 10_000,
-            drain_grace: Duration::from_secs(5),
-            http2_keepalive: Duration::from_secs(20),
-            store: None,
-            security: Default::default(),
-        };
-        adjust(&mut options);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            connect_chat_gateway::serve_with(
-                listener,
-                Some(admin_listener),
-                upstream,
-                options,
-                async {
-                    let _ = stopped.await;
-                },
-            )
-            .await
-            .expect("gateway serves");
-        });
-        let endpoint = Channel::from_shared(format!("http://{addr}")).expect("uri");
-        let channel = if lazy {
-            endpoint.connect_lazy()
-        } else {
-            endpoint.connect().await.expect("connect to gateway")
-        };
-        Self {
-            sim,
-            client: ChatGatewayClient::new(channel.clone()),
-            channel,
-            addr,
-            admin,
-            metrics,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    pub async fn start_chat(&mut self, name: &str) -> pb::StartChatResponse {
-        self.client
-            .start_chat(pb::StartChatRequest {
-                display_name: name.into(),
-                ..Default::default()
-            })
-            .await
-            .expect("StartChat")
-            .into_inner()
-    }
-
-    pub async fn subscribe(&mut self, chat: &pb::StartChatResponse) -> Streaming<pb::ChatEvent> {
-        self.client
-            .subscribe(pb::SubscribeRequest {
-                chat: Some(chat_ref(chat)),
-                resume_cursor: String::new(),
-            })
-            .await
-            .expect("Subscribe")
-            .into_inner()
-    }
-
-    pub async fn send(
-        &mut self,
-        chat: &pb::StartChatResponse,
-        text: &str,
-    ) -> pb::SendMessageResponse {
-        self.client
-            .send_message(pb::SendMessageRequest {
-                chat: Some(chat_ref(chat)),
-                content: text.into(),
-                ..Default::default()
-            })
-            .await
-            .expect("SendMessage")
-            .into_inner()
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(WAIT, task).await;
-        }
-        self.sim.clone().shutdown().await;
-    }
-}
-
-pub fn chat_ref(chat: &pb::StartChatResponse) -> pb::ChatRef {
-    pb::ChatRef {
-        contact_id: chat.contact_id.clone(),
-        chat_token: chat.chat_token.clone(),
-    }
-}
-
-/// The next event of a stream, failing the test after [`WAIT`].
-pub async fn next(stream: &mut Streaming<pb::ChatEvent>) -> Option<pb::ChatEvent> {
-    tokio::time::timeout(WAIT, stream.message())
-        .await
-        .expect("an event within the wait")
-        .expect("the stream stays healthy")
-}
-
-/// Reads events until `done` says so; returns all read.
-pub async fn read_until(
-    stream: &mut Streaming<pb::ChatEvent>,
-    mut done: impl FnMut(&[pb::ChatEvent]) -> bool,
-) -> Vec<pb::ChatEvent> {
-    let mut seen = Vec::new();
-    while !done(&seen) {
-        match next(stream).await {
-            Some(ev) => seen.push(ev),
-            None => panic!("stream ended early after {} events: {seen:#?}", seen.len()),
-        }
-    }
-    seen
-}
-
-pub fn agent_texts(events: &[pb::ChatEvent]) -> Vec<String> {
-    messages(events, pb::ParticipantRole::Agent)
-}
-
-pub fn customer_texts(events: &[pb::ChatEvent]) -> Vec<String> {
-    messages(events, pb::ParticipantRole::Customer)
-}
-
-fn messages(events: &[pb::ChatEvent], role: pb::ParticipantRole) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| e.sender.as_ref().is_some_and(|s| s.role == role as i32))
-        .filter_map(|e| match &e.event {
-            Some(Event::Message(m)) => Some(m.content.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-pub fn count_agent(events: &[pb::ChatEvent]) -> usize {
-    agent_texts(events).len()
-}
-
-/// Waits until `cond` holds, checking every few milliseconds, failing after [`WAIT`].
-pub async fn wait_for(mut cond: impl FnMut() -> bool) {
+/// Waits until `cond` holds, polling state every few milliseconds; panics naming `what`
+/// after [`WAIT`].
+pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !cond() {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "condition not reached in time"
+            "timed out waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Whether `cond` holds throughout `window` (polling state); for negative checks only.
+pub async fn stays_for(window: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + window;
+    while tokio::time::Instant::now() < deadline {
+        if !cond() {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    cond()
 }
 
 /// A plain HTTP/1.1 GET; returns the status code and the body.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (status, _, body) = http(addr, "GET", path, &[], b"").await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A minimal HTTP/1.1 exchange (Connection: close) for the admin API and attachment URLs.
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut buf))
+    let mut req = format!(
+        "{method} {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write head");
+    stream.write_all(body).await.expect("write body");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
         .await
-        .expect("answer in time")
-        .expect("read");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
+        .expect("response in time")
+        .expect("read response");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    (status, headers, body)
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[eol + 2 + size + 2..];
+    }
 }

@@ -1,11 +1,9 @@
 //! End-to-end: a tonic client against the gateway, the gateway against the simulator through
 //! the real SDK crates.
 
-mod support;
-
+use crate::support::gateway::*;
 use connect_chat_gateway::pb::{self, chat_event::Event};
 use connect_chat_gateway::sim::{FaultKind, Operation};
-use support::*;
 use tonic::Code;
 use tonic_types::StatusExt;
 

@@ -1,14 +1,12 @@
 //! Operability: metrics that move during a chat, health over HTTP, and a SIGTERM drain whose
 //! Subscribe streams resume without loss on a new gateway process sharing the Redis store.
 
-mod support;
-
+use crate::support::gateway::*;
 use connect_chat_gateway::pb::{self, chat_event::Event, chat_gateway_client::ChatGatewayClient};
 use connect_chat_gateway::sim::{SimConfig, Simulator};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::*;
 use tonic::Code;
 
 /// The sum of the samples whose series starts with `series` (all label sets when the

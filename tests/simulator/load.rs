@@ -1,9 +1,7 @@
 //! The simulator's load route: agent messages at a fixed rate over chosen chats, stamped with
 //! their push time, through the admin API.
 
-mod common;
-
-use common::sim::*;
+use crate::support::sim::*;
 use connect_chat_gateway::sim::load::{parse_stamp, unix_nanos};
 use serde_json::{json, Value};
 

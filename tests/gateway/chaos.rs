@@ -3,11 +3,17 @@
 //! (seeded, bounded in time). Every subscriber must receive every agent message exactly once
 //! and in order, and every customer message must reach the transcript exactly once.
 //!
-//! Sizes: CHAOS_CHATS (default 24), CHAOS_MESSAGES (per chat and direction, default 100),
-//! CHAOS_SEED (default 7).
+//! The default run is small and seeded, part of every `cargo test`: 6 chats × 20 messages,
+//! seed 7. The environment sizes it: CHAOS_CHATS (chats), CHAOS_MESSAGES (per chat and
+//! direction), CHAOS_SEED (the monkey's seed). The full run, 24 chats × 100 messages:
+//!
+//! ```text
+//! CHAOS_CHATS=24 CHAOS_MESSAGES=100 cargo test --test gateway chaos -- --nocapture
+//! ```
+//!
+//! Whatever the size, the monkey acts at least [`MIN_FAULTS`] times before it stops.
 
-mod support;
-
+use crate::support::gateway::*;
 use connect_chat_gateway::pb::{self, chat_event::Event, chat_gateway_client::ChatGatewayClient};
 use connect_chat_gateway::session::SessionSettings;
 use connect_chat_gateway::sim::{AgentConfig, FaultKind, Operation, SimConfig};
@@ -16,9 +22,17 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::*;
 use tonic::transport::Channel;
 use tonic::Code;
+
+/// Chats of the default run.
+const CHATS: u64 = 6;
+/// Messages per chat and direction of the default run.
+const MESSAGES: u64 = 20;
+/// The monkey's seed of the default run.
+const SEED: u64 = 7;
+/// Faults the monkey injects at the least, however quickly the customers are done.
+const MIN_FAULTS: u32 = 20;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -131,9 +145,9 @@ async fn subscriber(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_loses_duplicates_and_reorders_nothing() {
-    let chats = env("CHAOS_CHATS", 24) as usize;
-    let messages = env("CHAOS_MESSAGES", 100) as usize;
-    let seed = env("CHAOS_SEED", 7);
+    let chats = env("CHAOS_CHATS", CHATS) as usize;
+    let messages = env("CHAOS_MESSAGES", MESSAGES) as usize;
+    let seed = env("CHAOS_SEED", SEED);
     let sim = SimConfig {
         agent: AgentConfig {
             join_delay: Duration::from_millis(10),
@@ -187,7 +201,8 @@ async fn chaos_loses_duplicates_and_reorders_nothing() {
         .map(|c| tokio::spawn(customer(h.client.clone(), c.clone(), messages)))
         .collect();
 
-    // The chaos monkey, seeded, until the customers are done (at most two minutes).
+    // The chaos monkey, seeded, until the customers are done and it did at least MIN_FAULTS
+    // (at most two minutes).
     let done = Arc::new(AtomicBool::new(false));
     let monkey = {
         let sim = h.sim.clone();
@@ -197,7 +212,9 @@ async fn chaos_loses_duplicates_and_reorders_nothing() {
             let mut rng = StdRng::seed_from_u64(seed);
             let mut actions = 0u32;
             let stop_at = tokio::time::Instant::now() + Duration::from_secs(120);
-            while !done.load(Ordering::Relaxed) && tokio::time::Instant::now() < stop_at {
+            while (actions < MIN_FAULTS || !done.load(Ordering::Relaxed))
+                && tokio::time::Instant::now() < stop_at
+            {
                 let chat = &ids[rng.random_range(0..ids.len())];
                 match rng.random_range(0..10) {
                     0..=2 => {
@@ -298,6 +315,9 @@ async fn chaos_loses_duplicates_and_reorders_nothing() {
     );
     assert_eq!((lost, duplicated, reordered), (0, 0, 0));
     assert_eq!(delivered, chats * messages);
-    assert!(actions > 10, "the monkey did too little to mean anything");
+    assert!(
+        actions >= MIN_FAULTS,
+        "the monkey did too little to mean anything"
+    );
     h.stop().await;
 }

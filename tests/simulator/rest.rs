@@ -1,11 +1,9 @@
 //! The simulator's REST surface driven through the official SDK crates: every operation's happy
 //! path, validation and access errors mapped to the SDK's typed variants, and idempotency.
 
-mod common;
-
+use crate::support::sim::*;
 use aws_sdk_connect::error::ProvideErrorMetadata as _;
 use aws_sdk_connectparticipant::types::{ConnectionType, ScanDirection, SortKey};
-use common::sim::*;
 use connect_chat_gateway::sim::{Operation, SimConfig};
 
 fn parse_time(s: &str) -> time::OffsetDateTime {

@@ -2,8 +2,7 @@
 //! RS256 from a PEM key, ES256 from a JWKS file), mutual TLS, chat ownership and operators.
 //! Keys and certificates are generated at test time.
 
-mod support;
-
+use crate::support::gateway::*;
 use connect_chat_gateway::pb::{self, chat_gateway_client::ChatGatewayClient};
 use connect_chat_gateway::security::auth::{hash_api_key, parse_key_hash, ApiKey, Authenticator};
 use connect_chat_gateway::security::auth::{JwtKey, JwtSettings};
@@ -14,7 +13,6 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::*;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::{Code, Request};
 

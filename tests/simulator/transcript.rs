@@ -1,12 +1,10 @@
 //! GetTranscript paging through the SDK: both scan directions and sort orders, every kind of
 //! StartPosition, and NextToken paging that neither skips nor repeats while items arrive.
 
-mod common;
-
 use std::collections::HashSet;
 
+use crate::support::sim::*;
 use aws_sdk_connectparticipant::types::{ScanDirection, SortKey, StartPosition};
-use common::sim::*;
 
 fn ids(items: &[aws_sdk_connectparticipant::types::Item]) -> Vec<String> {
     items.iter().map(|i| i.id().unwrap().to_owned()).collect()

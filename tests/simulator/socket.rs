@@ -2,12 +2,10 @@
 //! the per-participant socket limit, refused URLs) and the scripted agent, seen from a plain
 //! tokio-tungstenite client.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::support::sim::*;
 use aws_sdk_connectparticipant::types::{ScanDirection, SortKey};
-use common::sim::*;
 use connect_chat_gateway::sim::SimConfig;
 use futures::SinkExt;
 use serde_json::{json, Value};

@@ -1,7 +1,5 @@
-//! Test harness for the simulator: starts one on `127.0.0.1:0` with short agent delays, builds
-//! the official SDK clients against it, opens plain tokio-tungstenite sockets, and waits on
-//! state with timeout-bounded loops (never a bare sleep).
-#![allow(dead_code)]
+//! The simulator harness: starts one on `127.0.0.1:0` with short agent delays, builds the
+//! official SDK clients against it and opens plain tokio-tungstenite sockets.
 
 use std::time::Duration;
 
@@ -12,8 +10,11 @@ use aws_sdk_connectparticipant::types::ConnectionType;
 use connect_chat_gateway::sim::{AgentConfig, SimConfig, SimHandle, Simulator};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
+
+// The shared helpers, for one glob import per test module (not every binary uses each).
+#[allow(unused_imports)]
+pub use super::{http, stays_for, wait_for, WAIT};
 
 /// SendMessage of a `text/plain` message through the SDK (the future borrows nothing).
 pub fn send_text(
@@ -38,9 +39,6 @@ pub fn send_text(
 
 pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Upper bound of every wait in these tests.
-pub const WAIT: Duration = Duration::from_secs(10);
 
 /// A config with short agent delays and no receipts/typing noise unless a test wants them.
 pub fn config() -> SimConfig {
@@ -260,30 +258,6 @@ pub async fn socket_ends(ws: &mut Socket) -> bool {
     }
 }
 
-/// Wait until `cond` holds, polling state; panics after `WAIT`.
-pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// Whether `cond` holds throughout `window` (polling state); for negative checks only.
-pub async fn stays_for(window: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + window;
-    while tokio::time::Instant::now() < deadline {
-        if !cond() {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    cond()
-}
-
 pub fn content_type(item: &Value) -> &str {
     item["ContentType"].as_str().unwrap_or("")
 }
@@ -294,71 +268,6 @@ pub const CT_ENDED: &str = "application/vnd.amazonaws.connect.event.chat.ended";
 pub const CT_TYPING: &str = "application/vnd.amazonaws.connect.event.typing";
 pub const CT_DELIVERED: &str = "application/vnd.amazonaws.connect.event.message.delivered";
 pub const CT_READ: &str = "application/vnd.amazonaws.connect.event.message.read";
-
-/// A minimal HTTP/1.1 exchange (Connection: close) for the admin API and attachment URLs.
-pub async fn http(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path_and_query: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!(
-        "{method} {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).await.expect("write head");
-    stream.write_all(body).await.expect("write body");
-    let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
-        .await
-        .expect("response in time")
-        .expect("read response");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("header end");
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
-    {
-        body = dechunk(&body);
-    }
-    (status, headers, body)
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
-        data = &data[eol + 2 + size + 2..];
-    }
-}
 
 /// Path and query of an absolute URL served by the simulator.
 pub fn path_of(url: &str) -> String {

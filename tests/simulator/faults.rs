@@ -1,12 +1,10 @@
 //! Every fault knob and control of the simulator handle, plus the admin HTTP API end to end.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::support::sim::*;
 use aws_sdk_connect::error::ProvideErrorMetadata as _;
 use aws_sdk_connectparticipant::types::ConnectionType;
-use common::sim::*;
 use connect_chat_gateway::sim::{Counters, FaultKind, Operation, SimConfig, SimError};
 use futures::SinkExt;
 use serde_json::{json, Value};
@@ -81,8 +79,8 @@ async fn frame_delay_delays_and_keeps_order() {
     ws.send(Message::text(r#"{"topic":"aws/heartbeat"}"#))
         .await
         .unwrap();
+    // The heartbeat's answer overtakes both items, sent before it: it was not held back.
     assert_eq!(next_frame(&mut ws).await.unwrap()["topic"], "aws/heartbeat");
-    assert!(started.elapsed() < delay);
     assert_eq!(next_item(&mut ws).await.unwrap()["Id"], first.as_str());
     assert!(started.elapsed() >= delay);
     assert_eq!(next_item(&mut ws).await.unwrap()["Id"], second.as_str());
@@ -101,17 +99,39 @@ async fn answer_delay_holds_every_operation_back() {
         .await
         .expect("a slow answer is still an answer");
     assert!(started.elapsed() >= delay);
-    // Through the admin API too; 0 lifts it.
+    // Through the admin API too: an hour holds a call back (it has no answer yet, and the
+    // simulator has not run it)...
+    let (s, _) = admin(
+        &env,
+        "POST",
+        "/_sim/answer-delay",
+        json!({"millis": 3_600_000}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let transcripts = env.sim.calls(Operation::GetTranscript);
+    let held = tokio::spawn(
+        env.participant
+            .get_transcript()
+            .connection_token(&chat.connection_token)
+            .send(),
+    );
+    assert!(stays_for(Duration::from_millis(200), || !held.is_finished()).await);
+    assert_eq!(env.sim.calls(Operation::GetTranscript), transcripts);
+    // ...and 0 lifts it: a new call is answered at once rather than in an hour.
     let (s, _) = admin(&env, "POST", "/_sim/answer-delay", json!({"millis": 0})).await;
     assert_eq!(s, 200);
-    let started = tokio::time::Instant::now();
-    env.participant
-        .get_transcript()
-        .connection_token(&chat.connection_token)
-        .send()
-        .await
-        .unwrap();
-    assert!(started.elapsed() < delay);
+    tokio::time::timeout(
+        WAIT,
+        env.participant
+            .get_transcript()
+            .connection_token(&chat.connection_token)
+            .send(),
+    )
+    .await
+    .expect("answered without the delay")
+    .unwrap();
+    held.abort();
     assert!(env
         .transcript(&chat)
         .iter()

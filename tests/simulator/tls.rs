@@ -2,11 +2,9 @@
 //! subscribes and receives chat frames, a client that does not trust it is refused, and the
 //! gateway reaches the simulator over TLS with `--upstream-ca-file`'s configuration.
 
-mod common;
-
 use std::time::Duration;
 
-use common::sim::*;
+use crate::support::sim::*;
 use connect_chat_gateway::connect::{Connect, UpstreamConfig};
 use connect_chat_gateway::pb::{self, chat_event::Event, chat_gateway_client::ChatGatewayClient};
 use connect_chat_gateway::sim::SimConfig;

@@ -2,11 +2,9 @@
 //! what it missed, from the session's history or from Connect's transcript; a subscriber
 //! that falls behind is ended with its cursor and loses nothing by resuming.
 
-mod support;
-
+use crate::support::gateway::*;
 use connect_chat_gateway::pb::{self, chat_event::Event};
 use connect_chat_gateway::sim::SimConfig;
-use support::*;
 use tonic::Code;
 
 fn started(ev: &pb::ChatEvent) -> &pb::StreamStarted {
@@ -107,7 +105,10 @@ async fn a_session_rebuilt_after_idling_resumes_from_a_cursor() {
     let cursor = seen.last().unwrap().cursor.clone();
     drop(s);
     // With no subscriber the session idles out and closes its socket; the chat goes on.
-    wait_for(|| h.sim.open_sockets(&chat.contact_id) == 0).await;
+    wait_for("the socket closed", || {
+        h.sim.open_sockets(&chat.contact_id) == 0
+    })
+    .await;
     h.sim.agent_say(&chat.contact_id, "after").unwrap();
     let mut r = resume(&mut h, &chat, &cursor).await;
     assert!(!started(&next(&mut r).await.unwrap()).not_recovered);

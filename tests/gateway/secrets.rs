@@ -1,10 +1,12 @@
 //! The logs of a whole chat, captured at TRACE for the crate, hold none of its secrets: chat
 //! token, Connect participant and connection tokens and socket URLs (43-character random
-//! strings, like the chat token), API keys, JWTs. One test per binary: it owns the global
-//! subscriber.
+//! strings, like the chat token), API keys, JWTs.
+//!
+//! The capture is the test thread's default subscriber, not the global one: the test runs on
+//! a current-thread runtime, so every gateway and simulator task it starts logs there, and
+//! the binary's other tests neither write into the capture nor are slowed by it.
 
-mod support;
-
+use crate::support::gateway::*;
 use connect_chat_gateway::pb;
 use connect_chat_gateway::security::auth::{hash_api_key, parse_key_hash, ApiKey, Authenticator};
 use connect_chat_gateway::security::auth::{JwtKey, JwtSettings};
@@ -13,7 +15,6 @@ use connect_chat_gateway::sim::SimConfig;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::*;
 use tonic::Request;
 
 #[derive(Clone, Default)]
@@ -60,11 +61,13 @@ fn longest_token_like_run(text: &str) -> usize {
 async fn a_whole_chat_logs_none_of_its_secrets() {
     let logs = Buffer::default();
     let writer = logs.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter("connect_chat_gateway=trace")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    let _capture = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_env_filter("connect_chat_gateway=trace")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
 
     let auth = Authenticator {
         api_keys: vec![ApiKey {
@@ -162,7 +165,7 @@ async fn a_whole_chat_logs_none_of_its_secrets() {
         .sim
         .calls(connect_chat_gateway::sim::Operation::CreateParticipantConnection);
     h.sim.drop_sockets(None);
-    wait_for(|| {
+    wait_for("a reconnect", || {
         h.sim
             .calls(connect_chat_gateway::sim::Operation::CreateParticipantConnection)
             > connects

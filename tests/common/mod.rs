@@ -1,3 +1,0 @@
-//! Helpers shared by the simulator's integration tests.
-
-pub mod sim;

@@ -1,0 +1,14 @@
+//! Gateway end to end: a tonic client against the gateway, the gateway against the simulator
+//! through the real SDK crates. One binary, one module per area.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod auth;
+mod chaos;
+mod faults;
+mod fuzz;
+mod gateway;
+mod limits;
+mod resume;
+mod secrets;
