@@ -21,8 +21,8 @@ impl Gateway {
                 use futures::{StreamExt, TryStreamExt};
                 let checks = futures::stream::iter(self.chats_per_caller.held(&principal.id))
                     .map(|id| async move {
-                        if self.sessions.get(&id).is_some_and(|s| !s.is_ended()) {
-                            return Ok(None);
+                        if self.sessions.get(&id).is_some_and(|s| s.is_ended()) {
+                            return Ok(Some(id));
                         }
                         let record = self.sessions.store().get(&id).await?;
                         Ok::<_, ApiError>(record.is_none_or(|r| r.ended).then_some(id))
@@ -121,6 +121,7 @@ impl Gateway {
             .mark_ended(&session.contact_id)
             .await
             .map_err(ApiError::from)?;
+        self.chats_per_caller.release(&session.contact_id);
         tracing::info!(contact_id = %session.contact_id, "chat ended by the caller");
         Ok(Response::new(pb::EndChatResponse {}))
     }

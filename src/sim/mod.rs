@@ -204,6 +204,11 @@ impl SimHandle {
         self.shared().knobs.set_answer_delay(delay)
     }
 
+    /// REST calls being held back by the answer delay right now (received, not answered).
+    pub fn answers_held(&self) -> usize {
+        self.shared().knobs.answers_held()
+    }
+
     /// Make the next `count` calls of `operation` fail with `error` (replaces an earlier setting
     /// for that operation; `count` 0 clears it).
     pub fn fail_next(&self, operation: Operation, count: u32, error: FaultKind) {

@@ -163,6 +163,42 @@ async fn concurrent_calls_meeting_an_expired_token_share_one_refresh() {
 }
 
 #[tokio::test]
+async fn a_drain_does_not_wait_for_connect_to_answer_a_reconnect() {
+    // The drain may take 30 s; Harness::stop allows 10 s. A session whose reconnect waits
+    // (up to 60 s) for Connect must stop at once, not when its connect gives up.
+    let mut h = Harness::with_options(
+        SimConfig {
+            agent: fast_agent(),
+            ..SimConfig::default()
+        },
+        |o| {
+            o.drain_grace = Duration::from_secs(30);
+            o.session.connect_timeout = Duration::from_secs(60);
+            o.session.reconnect_min = Duration::ZERO;
+            o.session.reconnect_max = Duration::ZERO;
+        },
+    )
+    .await;
+    let chat = h.start_chat("Ada").await;
+    let mut s = h.subscribe(&chat).await;
+    h.send(&chat, "hello").await;
+    read_until(&mut s, |e| {
+        agent_texts(e).iter().any(|t| t == "Agent: hello")
+    })
+    .await;
+    // Connect stops answering; the reconnect's CreateParticipantConnection waits.
+    h.sim.set_answer_delay(Duration::from_secs(3600));
+    h.sim.drop_sockets(Some(&chat.contact_id));
+    wait_for("the reconnect's call to reach Connect", || {
+        h.sim.answers_held() > 0
+    })
+    .await;
+    let metrics = h.metrics.clone();
+    h.stop().await;
+    assert_eq!(metrics.live_chats.get(), 0, "the session's actor stopped");
+}
+
+#[tokio::test]
 async fn connection_tokens_are_refreshed_before_they_expire() {
     // Tokens live 1.5 s and are refreshed 1 s before: about every half second, with no call
     // asking for it.

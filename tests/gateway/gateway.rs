@@ -321,13 +321,21 @@ async fn bad_input_gets_documented_codes() {
         e.get_details_bad_request().unwrap().field_violations[0].field,
         "content"
     );
+    // Connect's limit for text/plain is 1,024 characters (the model's 16,384 is only the
+    // outer bound): refused by the gateway, before any upstream call.
+    let sends = h.sim.calls(Operation::SendMessage);
     let e = h
         .client
-        .send_message(send(chat_ref(&chat), &"x".repeat(16_385), ""))
+        .send_message(send(chat_ref(&chat), &"x".repeat(1_025), ""))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("16384"), "{}", e.message());
+    assert!(e.message().contains("1024"), "{}", e.message());
+    assert_eq!(
+        e.get_details_bad_request().unwrap().field_violations[0].field,
+        "content"
+    );
+    assert_eq!(h.sim.calls(Operation::SendMessage), sends);
     // Markdown is a Connect content type, but this chat did not list it.
     let e = h
         .client

@@ -307,9 +307,19 @@ async fn participant_validation_errors_are_typed() {
         .unwrap_err()
         .into_service_error();
     assert!(e.is_validation_exception());
-    send_text(p, t, &"x".repeat(16384))
+    // The service enforces each content type's own limit inside the model's 16,384.
+    let e = send_text(p, t, &"x".repeat(1025))
         .await
-        .expect("16384 characters are fine");
+        .unwrap_err()
+        .into_service_error();
+    assert!(e.is_validation_exception());
+    assert_eq!(
+        e.message(),
+        Some("Content must be between 1 and 1024 characters")
+    );
+    send_text(p, t, &"x".repeat(1024))
+        .await
+        .expect("1024 characters of text/plain are fine");
     // Not in this chat's default SupportedMessagingContentTypes.
     let e = p
         .send_message()
@@ -774,4 +784,95 @@ async fn view_and_authentication() {
         .await
         .unwrap();
     env.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn browsers_on_approved_origins_may_call_the_participant_service() {
+    let env = start(quiet_config()).await;
+    let chat = env.chat().await;
+    let addr = env.sim.local_addr();
+    let preflight = |origin: &'static str| async move {
+        crate::support::http(
+            addr,
+            "OPTIONS",
+            "/participant/message",
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "POST"),
+                (
+                    "Access-Control-Request-Headers",
+                    "content-type,x-amz-bearer,x-amz-date,x-amz-user-agent",
+                ),
+            ],
+            b"",
+        )
+        .await
+    };
+    let header = |headers: &[(String, String)], name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    // A page on a loopback origin: allowed by default.
+    let (status, headers, _) = preflight("http://localhost:3000").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "access-control-allow-origin").as_deref(),
+        Some("http://localhost:3000")
+    );
+    let allowed = header(&headers, "access-control-allow-headers").unwrap_or_default();
+    assert!(allowed.contains("x-amz-bearer") && allowed.contains("content-type"));
+    // Another origin gets no Access-Control-Allow-Origin: the browser refuses the call.
+    let (_, headers, _) = preflight("https://elsewhere.example").await;
+    assert_eq!(header(&headers, "access-control-allow-origin"), None);
+    // The call itself names the origin in its answer too.
+    let body = br#"{"ContentType":"text/plain","Content":"from a page"}"#;
+    let (status, headers, _) = crate::support::http(
+        addr,
+        "POST",
+        "/participant/message",
+        &[
+            ("Origin", "http://127.0.0.1:5173"),
+            ("Content-Type", "application/json"),
+            ("X-Amz-Bearer", &chat.connection_token),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "access-control-allow-origin").as_deref(),
+        Some("http://127.0.0.1:5173")
+    );
+}
+
+#[tokio::test]
+async fn configured_approved_origins_replace_the_loopback_default() {
+    let env = start(SimConfig {
+        approved_origins: vec!["https://widget.example.com".into()],
+        ..quiet_config()
+    })
+    .await;
+    let addr = env.sim.local_addr();
+    for (origin, allowed) in [
+        ("https://widget.example.com", true),
+        ("http://localhost:3000", false),
+    ] {
+        let (_, headers, _) = crate::support::http(
+            addr,
+            "OPTIONS",
+            "/participant/transcript",
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "POST"),
+            ],
+            b"",
+        )
+        .await;
+        let got = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("access-control-allow-origin") && v == origin);
+        assert_eq!(got, allowed, "{origin}");
+    }
 }

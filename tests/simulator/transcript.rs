@@ -165,6 +165,28 @@ async fn start_positions() {
             .send()
     };
 
+    // An empty StartPosition (ChatJS sends one when its caller names no start) is no start:
+    // the most recent items, BACKWARD.
+    let empty = get(StartPosition::builder().build(), None, 3)
+        .await
+        .expect("an empty StartPosition is accepted");
+    let none = env
+        .participant
+        .get_transcript()
+        .connection_token(&chat.connection_token)
+        .sort_order(SortKey::Ascending)
+        .max_results(3)
+        .send()
+        .await
+        .expect("no StartPosition");
+    let ids = |t: &[aws_sdk_connectparticipant::types::Item]| {
+        t.iter()
+            .map(|i| i.id().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(empty.transcript()), ids(none.transcript()));
+    assert_eq!(ids(empty.transcript()), all[all.len() - 3..].to_vec());
+
     // By Id: FORWARD is the default with a StartPosition; the start item is included.
     let out = get(StartPosition::builder().id(&all[4]).build(), None, 3)
         .await

@@ -17,6 +17,8 @@ pub struct Knobs {
     answer_heartbeats: AtomicBool,
     frame_delay_us: AtomicU64,
     answer_delay_us: AtomicU64,
+    /// Calls waiting out the answer delay now.
+    answers_held: std::sync::atomic::AtomicUsize,
     faults: Mutex<[Option<(u32, FaultKind)>; Operation::COUNT]>,
     /// Token buckets of the operations' rate quotas, when they are enforced.
     quotas: Vec<Option<governor::DefaultDirectRateLimiter>>,
@@ -30,6 +32,7 @@ impl Knobs {
             answer_heartbeats: AtomicBool::new(true),
             frame_delay_us: AtomicU64::new(0),
             answer_delay_us: AtomicU64::new(0),
+            answers_held: std::sync::atomic::AtomicUsize::new(0),
             faults: Mutex::new([None; Operation::COUNT]),
             quotas: Operation::iter()
                 .map(|op| {
@@ -85,5 +88,25 @@ impl Knobs {
 
     pub fn answer_delay(&self) -> Duration {
         Duration::from_micros(self.answer_delay_us.load(Ordering::Acquire))
+    }
+
+    /// Counts a call held back by the answer delay for as long as the guard lives.
+    pub fn hold_answer(&self) -> HeldAnswer<'_> {
+        self.answers_held.fetch_add(1, Ordering::AcqRel);
+        HeldAnswer(&self.answers_held)
+    }
+
+    /// Calls being held back by the answer delay right now.
+    pub fn answers_held(&self) -> usize {
+        self.answers_held.load(Ordering::Acquire)
+    }
+}
+
+/// A call held back by the answer delay (see [`Knobs::hold_answer`]).
+pub struct HeldAnswer<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for HeldAnswer<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -134,6 +134,7 @@ async fn answer_delay(
 ) -> Response {
     let delay = shared.knobs.answer_delay();
     if !delay.is_zero() {
+        let _held = shared.knobs.hold_answer();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shared.shutdown.cancelled() => {}
