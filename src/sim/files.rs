@@ -29,6 +29,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 .get(download)
                 .layer(DefaultBodyLimit::max(body_limit)),
         )
+        // ChatJS in a page uploads and downloads attachments at these URLs cross-origin.
+        .layer(super::rest::cors(&shared.config.approved_origins))
         .route("/_sim/authenticate", get(authenticate))
         .with_state(shared)
 }

@@ -848,6 +848,36 @@ async fn browsers_on_approved_origins_may_call_the_participant_service() {
 }
 
 #[tokio::test]
+async fn pages_on_approved_origins_may_upload_and_download_attachments() {
+    // ChatJS in a page PUTs the file to the upload URL and GETs the download URL itself,
+    // cross-origin, as it does with Connect's attachment bucket.
+    let env = start(quiet_config()).await;
+    let addr = env.sim.local_addr();
+    for (origin, allowed) in [
+        ("http://localhost:3000", true),
+        ("https://elsewhere.example", false),
+    ] {
+        let (status, headers, _) = crate::support::http(
+            addr,
+            "OPTIONS",
+            "/_sim/files/some-contact/some-attachment?token=t",
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "PUT"),
+                ("Access-Control-Request-Headers", "content-type"),
+            ],
+            b"",
+        )
+        .await;
+        assert_eq!(status, 200, "{origin}");
+        let got = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("access-control-allow-origin") && v == origin);
+        assert_eq!(got, allowed, "{origin}");
+    }
+}
+
+#[tokio::test]
 async fn configured_approved_origins_replace_the_loopback_default() {
     let env = start(SimConfig {
         approved_origins: vec!["https://widget.example.com".into()],

@@ -73,7 +73,23 @@ struct StartChatContactRequest {
     participant_configuration: Option<ParticipantConfiguration>,
     disconnect_on_customer_exit: Option<Vec<String>>,
     segment_attributes: Option<Map<String, Value>>,
+    connection_types: Option<Vec<String>>,
+    chat_streaming_configuration: Option<ChatStreamingConfiguration>,
 }
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ChatStreamingConfiguration {
+    streaming_endpoint_arn: Option<String>,
+}
+
+/// The model's `ConnectionType` values (StartChatContact's ConnectionTypes).
+const CONNECTION_TYPES: [&str; 4] = [
+    "WEBSOCKET",
+    "CONNECTION_CREDENTIALS",
+    "AUTHENTICATION_SESSION",
+    "WEBRTC_CONNECTION",
+];
 
 fn validate_start(req: &StartChatContactRequest) -> Result<NewChat, ApiError> {
     let missing = |e: String| ApiError::invalid_request(e);
@@ -117,7 +133,7 @@ fn validate_start(req: &StartChatContactRequest) -> Result<NewChat, ApiError> {
         }
     }
     optional("ClientToken", &req.client_token, 0, 500).map_err(bad)?;
-    optional("CustomerId", &req.customer_id, 0, 128).map_err(bad)?;
+    optional("CustomerId", &req.customer_id, 1, 128).map_err(bad)?;
     optional("RelatedContactId", &req.related_contact_id, 1, 256).map_err(bad)?;
     let minutes = req.chat_duration_in_minutes.unwrap_or(1500);
     if !(60..=10080).contains(&minutes) {
@@ -201,9 +217,31 @@ fn validate_start(req: &StartChatContactRequest) -> Result<NewChat, ApiError> {
         }
     }
     if let Some(list) = &req.disconnect_on_customer_exit {
-        if list.iter().any(|v| v != "AGENT") {
-            return Err(bad("DisconnectOnCustomerExit may only contain AGENT".into()));
+        if list.len() != 1 || list.iter().any(|v| v != "AGENT") {
+            return Err(bad(
+                "DisconnectOnCustomerExit must be exactly one participant type: AGENT".into(),
+            ));
         }
+    }
+    if let Some(list) = &req.connection_types {
+        if list.is_empty() || list.len() > 2 {
+            return Err(bad("ConnectionTypes must have 1 or 2 members".into()));
+        }
+        if let Some(t) = list
+            .iter()
+            .find(|t| !CONNECTION_TYPES.contains(&t.as_str()))
+        {
+            return Err(bad(format!("ConnectionTypes contains unknown type {t:?}")));
+        }
+    }
+    if let Some(streaming) = &req.chat_streaming_configuration {
+        required(
+            "ChatStreamingConfiguration.StreamingEndpointArn",
+            &streaming.streaming_endpoint_arn,
+            1,
+            350,
+        )
+        .map_err(bad)?;
     }
     if let Some(segments) = &req.segment_attributes {
         if segments.keys().any(|k| k.is_empty() || k.len() > 128) {

@@ -111,8 +111,9 @@ pub fn origin_approved(origin: &str, approved: &[String]) -> bool {
 }
 
 /// CORS as Connect answers it: preflights and answers carry `Access-Control-Allow-Origin`
-/// for approved origins only.
-fn cors(approved: &[String]) -> tower_http::cors::CorsLayer {
+/// for approved origins only. The attachment URLs get the same (Connect's attachment bucket
+/// lets the pages of approved origins upload and download).
+pub(crate) fn cors(approved: &[String]) -> tower_http::cors::CorsLayer {
     use axum::http::{HeaderName, Method};
     use tower_http::cors::{AllowOrigin, CorsLayer};
     let approved = approved.to_vec();
