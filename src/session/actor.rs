@@ -334,8 +334,10 @@ impl Actor<'_> {
         let mut refreshing: Option<BoxFuture<'static, Result<Connection, UpstreamError>>> = None;
         let mut waiters: Vec<oneshot::Sender<Result<Secret, SessionError>>> = Vec::new();
         // A rotation's new socket being opened, then held while the old one drains.
-        let mut opening: Option<BoxFuture<'static, Result<Opened, UpstreamError>>> = None;
-        let mut draining: Option<(Ws, Vec<Item>)> = None;
+        // Both boxed, like every rare path here: a socket is large, and whatever the pump holds
+        // inline is reserved in every session's task for its whole life.
+        let mut opening: Option<BoxFuture<'static, Result<Box<Opened>, UpstreamError>>> = None;
+        let mut draining: Option<Box<(Ws, Vec<Item>)>> = None;
         let mut requests = std::mem::replace(&mut self.refresh_requests, mpsc::channel(1).1);
         let stop = loop {
             tokio::select! {
@@ -401,18 +403,20 @@ impl Actor<'_> {
                             self.session.participant_token.clone(),
                             self.settings.connect_timeout,
                         )
+                        .map(|opened| opened.map(Box::new))
                         .boxed(),
                     );
                 }
                 opened = in_flight(&mut opening) => {
                     opening = None;
                     match opened {
-                        Ok(Opened { ws: new, early, connection }) => {
+                        Ok(opened) => {
+                            let Opened { ws: new, early, connection } = *opened;
                             self.take_connection(connection);
                             refresh_armed = self.rearm_refresh(refresh.as_mut());
                             // Read the old socket up to a barrier (a deep heartbeat, answered
                             // after everything the service sent before it).
-                            draining = Some((new, early));
+                            draining = Some(Box::new((new, early)));
                             if ws.send(WsMessage::text(socket::PING)).await.is_ok() {
                                 barrier
                                     .as_mut()
@@ -432,7 +436,7 @@ impl Actor<'_> {
                 }
                 _ = &mut barrier, if draining.is_some() => {
                     if let Some(new) = draining.take() {
-                        if let Err(stop) = self.swap(&mut ws, new, false).await {
+                        if let Err(stop) = Box::pin(self.swap(&mut ws, new, false)).await {
                             break stop;
                         }
                         awaiting_heartbeat = false;
@@ -476,7 +480,7 @@ impl Actor<'_> {
                         Inbound::Ping { .. } => {
                             // The barrier of a rotation: everything before it was read.
                             if let Some(new) = draining.take() {
-                                if let Err(stop) = self.swap(&mut ws, new, true).await {
+                                if let Err(stop) = Box::pin(self.swap(&mut ws, new, true)).await {
                                     break stop;
                                 }
                                 awaiting_heartbeat = false;
@@ -524,15 +528,18 @@ impl Actor<'_> {
     async fn swap(
         &mut self,
         ws: &mut Ws,
-        (new, early): (Ws, Vec<Item>),
+        new: Box<(Ws, Vec<Item>)>,
         drained: bool,
     ) -> Result<(), Stop> {
+        let (new, early) = *new;
         for item in early {
             self.deliver(item);
         }
         let mut old = std::mem::replace(ws, new);
         if !drained {
-            match self.backfill_with_refresh().await {
+            // Boxed: the pager's and the SDK's futures are large, and inline they would sit in
+            // every session's task for its whole life (this path is rare).
+            match Box::pin(self.backfill_with_refresh()).await {
                 Ok(()) => {}
                 Err(UpstreamError::AccessDenied) => return Err(Stop::Ended),
                 Err(e) => tracing::info!(error = %e, "backfill after a rotation failed"),

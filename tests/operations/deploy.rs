@@ -687,3 +687,86 @@ fn the_example_configuration_documents_every_setting_with_its_default() {
         }
     }
 }
+
+/// The `ENV` pairs of one Dockerfile's text (continuation lines joined).
+fn env_pairs(text: &str) -> BTreeMap<String, String> {
+    let text = text.replace("\\\n", " ");
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("ENV "))
+        .flat_map(|rest| {
+            rest.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').expect("ENV NAME=VALUE");
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn both_dockerfiles_stub_every_binary_target_for_the_dependency_layer() {
+    // Cargo refuses a manifest whose [[bin]] paths are missing, so the dependency layer's
+    // stub sources must name every binary target.
+    let manifest = read(&root().join("Cargo.toml"));
+    let mut bins: BTreeSet<String> = manifest
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("path = \""))
+        .filter_map(|p| p.strip_suffix('"'))
+        .filter(|p| p.starts_with("src/"))
+        .map(str::to_owned)
+        .collect();
+    for entry in std::fs::read_dir(root().join("src/bin")).expect("src/bin") {
+        let name = entry.expect("a src/bin entry").file_name();
+        bins.insert(format!("src/bin/{}", name.to_string_lossy()));
+    }
+    assert!(bins.contains("src/main.rs") && bins.len() >= 4, "{bins:?}");
+    for file in ["deploy/Dockerfile", "deploy/simulator.Dockerfile"] {
+        let text = read(&root().join(file));
+        for bin in &bins {
+            assert!(
+                text.contains(&format!("> {bin}")),
+                "{file}: the stub sources do not create {bin}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_simulator_image_serves_the_port_it_exposes_and_hands_out_urls_clients_reach() {
+    let text = read(&root().join("deploy/simulator.Dockerfile"));
+    let env = env_pairs(&text);
+    // Every variable is one connect-sim reads.
+    let flags = read(&root().join("src/bin/connect-sim.rs"));
+    for name in env.keys() {
+        assert!(
+            flags.contains(&format!("env = \"{name}\"")),
+            "{name} is not a connect-sim setting"
+        );
+    }
+    let bind: SocketAddr = env["CONNECT_SIM_BIND"].parse().expect("a bind address");
+    assert!(
+        bind.ip().is_unspecified(),
+        "a container listens on every interface"
+    );
+    let exposed: Vec<u16> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("EXPOSE "))
+        .map(|p| p.trim().parse().expect("EXPOSE a port"))
+        .collect();
+    assert_eq!(exposed, vec![bind.port()]);
+    // ChatJS accepts only wss:// or ws://127.0.0.1: socket URLs; the default names the
+    // published port on the host's loopback.
+    let sockets = &env["CONNECT_SIM_SOCKET_BASE_URL"];
+    assert_eq!(sockets, &format!("ws://127.0.0.1:{}", bind.port()));
+    assert_eq!(
+        env["CONNECT_SIM_PUBLIC_BASE_URL"],
+        format!("http://127.0.0.1:{}", bind.port())
+    );
+    let entrypoint = text
+        .lines()
+        .rfind(|l| l.starts_with("ENTRYPOINT"))
+        .expect("an ENTRYPOINT");
+    assert!(entrypoint.contains("/connect-sim\""), "{entrypoint}");
+}

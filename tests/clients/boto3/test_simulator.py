@@ -355,6 +355,27 @@ class Constraints(unittest.TestCase):
                         self.assertEqual(err.response["ResponseMetadata"]["HTTPStatusCode"], 400)
         self.assertGreater(tried, 40)
 
+    def test_content_types_are_those_connect_accepts(self):
+        """Messages only in the types the chat listed (text/plain and interactive responses by
+        default), JSON types carrying JSON; events only in the event types (reference)."""
+        chat = Chat("content types")
+        refused = [
+            ("SendMessage", {"ContentType": "text/markdown", "Content": "not listed by this chat"}),
+            ("SendMessage", {"ContentType": "image/png", "Content": "not a message type"}),
+            ("SendMessage", {"ContentType": "application/vnd.amazonaws.connect.message.interactive.response", "Content": "not JSON"}),
+            ("SendEvent", {"ContentType": "text/plain", "Content": "not an event type"}),
+            ("SendEvent", {"ContentType": EVENT + "participant.joined"}),
+        ]
+        for operation, body in refused:
+            with self.subTest(operation=operation, **body):
+                expect_error(self, {"ValidationException"}, call, "connectparticipant", operation,
+                             dict(body, ConnectionToken=chat.token))
+        message_id = PARTICIPANT.send_message(ContentType="text/plain", Content="hi", ConnectionToken=chat.token)["Id"]
+        for event in ("typing", "message.delivered", "message.read"):
+            content = None if event == "typing" else json.dumps({"messageId": message_id})
+            PARTICIPANT.send_event(ContentType=EVENT + event, ConnectionToken=chat.token,
+                                   **({"Content": content} if content else {}))
+
     def test_message_limits_per_content_type(self):
         """The service's limits per content type, inside the model's 16,384 (documented, not in
         the model): the bound is accepted, one more is refused."""
