@@ -47,15 +47,13 @@ struct Actor<'a> {
     /// The newest transcript item delivered: where a backfill starts.
     last_durable: Option<String>,
     token_expiry: Option<SystemTime>,
-    /// Calls asking for a token to replace one Connect refused.
-    refresh_requests: mpsc::Receiver<RefreshRequest>,
 }
 
 pub(super) async fn run(
     session: Arc<Session>,
     upstream: &Connect,
     settings: &SessionSettings,
-    refresh_requests: mpsc::Receiver<RefreshRequest>,
+    mut refresh_requests: mpsc::Receiver<RefreshRequest>,
 ) {
     let span = tracing::info_span!("chat", contact_id = %session.contact_id);
     let mut actor = Actor {
@@ -65,9 +63,8 @@ pub(super) async fn run(
         seen: Seen::new(settings.history.max(1024)),
         last_durable: None,
         token_expiry: None,
-        refresh_requests,
     };
-    actor.run().instrument(span).await
+    actor.run(&mut refresh_requests).instrument(span).await
 }
 
 /// A socket opened and subscribed, with what arrived before the acknowledgement.
@@ -129,6 +126,13 @@ async fn open_socket(
     })
 }
 
+/// Answers the calls that asked for a token while the chat ended.
+fn answer_waiters_ended(requests: &mut mpsc::Receiver<RefreshRequest>) {
+    while let Ok(req) = requests.try_recv() {
+        let _ = req.reply.send(Err(SessionError::Ended));
+    }
+}
+
 /// Awaits the future in `slot`, or never when there is none (for `select!` branches).
 async fn in_flight<F: Future + Unpin>(slot: &mut Option<F>) -> F::Output {
     match slot {
@@ -138,7 +142,9 @@ async fn in_flight<F: Future + Unpin>(slot: &mut Option<F>) -> F::Output {
 }
 
 impl Actor<'_> {
-    async fn run(&mut self) {
+    /// `requests`: calls asking for a token to replace one Connect refused (a parameter, not a
+    /// field, so that the pump can wait on it while it borrows the actor).
+    async fn run(&mut self, requests: &mut mpsc::Receiver<RefreshRequest>) {
         let mut failures: u32 = 0;
         loop {
             if self.session.cancel.is_cancelled() {
@@ -156,7 +162,7 @@ impl Actor<'_> {
                     self.set_upstream(pb::UpstreamState::Connected);
                     self.session.ready.send_replace(true);
                     tracing::debug!("upstream socket connected");
-                    self.pump(ws).await
+                    self.pump(ws, requests).await
                 }
                 Err(UpstreamError::AccessDenied) => Stop::Ended,
                 Err(e) => {
@@ -166,7 +172,7 @@ impl Actor<'_> {
             };
             match stop {
                 Stop::Ended => {
-                    self.answer_waiters_ended();
+                    answer_waiters_ended(requests);
                     self.session
                         .publish_gateway(pb::chat_event::Event::ChatEnded(pb::ChatEnded {}));
                     return;
@@ -298,14 +304,7 @@ impl Actor<'_> {
         async move { upstream.create_connection(&participant_token, false).await }.boxed()
     }
 
-    /// Calls that asked for a token while the chat ended.
-    fn answer_waiters_ended(&mut self) {
-        while let Ok(req) = self.refresh_requests.try_recv() {
-            let _ = req.reply.send(Err(SessionError::Ended));
-        }
-    }
-
-    async fn pump(&mut self, mut ws: Ws) -> Stop {
+    async fn pump(&mut self, mut ws: Ws, requests: &mut mpsc::Receiver<RefreshRequest>) -> Stop {
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut awaiting_heartbeat = false;
@@ -338,7 +337,6 @@ impl Actor<'_> {
         // inline is reserved in every session's task for its whole life.
         let mut opening: Option<BoxFuture<'static, Result<Box<Opened>, UpstreamError>>> = None;
         let mut draining: Option<Box<(Ws, Vec<Item>)>> = None;
-        let mut requests = std::mem::replace(&mut self.refresh_requests, mpsc::channel(1).1);
         let stop = loop {
             tokio::select! {
                 _ = &mut cancelled => break Stop::Closed,
@@ -505,7 +503,6 @@ impl Actor<'_> {
                 },
             }
         };
-        self.refresh_requests = requests;
         // Calls still waiting for the refresh this stop abandoned retry later.
         for w in waiters.drain(..) {
             let _ = w.send(Err(match stop {
