@@ -20,7 +20,10 @@
 //!   participant [`socket`](connect::socket) protocol and the one list of
 //!   [`content_type`](connect::content_type)s.
 //! - [`store`]: chat records, in [`memory`](store::MemoryStore) or in
-//!   [`redis`](store::RedisStore) for several processes.
+//!   [`redis`](store::RedisStore) (one server or a Redis Cluster) with their tokens
+//!   [`seal`](store::seal)ed.
+//! - [`cluster`]: cluster mode — the per-contact lease, the shared event log in a Redis
+//!   Stream, the replica's one pub/sub [`bus`](cluster::bus) and cluster-wide budgets.
 //! - [`ops`]: Prometheus [`metrics`](ops::metrics) and the [`admin`](ops::admin) endpoint.
 //! - [`config`]: flags, environment and the configuration file, parsed once into typed values.
 //! - [`pb`]: the generated protobuf code and the [`codec`](pb::codec) its services use.
@@ -33,6 +36,7 @@
 pub mod api;
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod cluster;
 pub mod config;
 pub mod connect;
 pub mod ops;

@@ -4,9 +4,10 @@
 use connect_chat_gateway::config::{AdminListen, Config, StoreKind};
 use connect_chat_gateway::connect::Connect;
 use connect_chat_gateway::ops::metrics::Metrics;
+use connect_chat_gateway::serve::ClusterOptions;
 #[cfg(feature = "sim")]
 use connect_chat_gateway::sim::{SimConfig, Simulator};
-use connect_chat_gateway::store::{RedisStore, SessionStore};
+use connect_chat_gateway::store::{Keys, Redis};
 use connect_chat_gateway::ServeOptions;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -64,13 +65,18 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             .with_socket_ca_file(ca)
             .map_err(|e| format!("--upstream-ca-file: {e}"))?;
     }
-    let store: Option<Arc<dyn SessionStore>> = match &config.store {
+    // Cluster mode starts while Redis is down: it reports not ready until Redis answers.
+    let cluster = match &config.store {
         StoreKind::Memory => None,
-        StoreKind::Redis(url) => Some(Arc::new(
-            RedisStore::connect(url, &config.store_prefix, config.store_ttl)
-                .await
-                .map_err(|e| format!("--store: {e}"))?,
-        )),
+        StoreKind::Redis(urls) => Some(ClusterOptions {
+            redis: Arc::new(
+                Redis::new(urls, config.store_cluster).map_err(|e| format!("--store: {e}"))?,
+            ),
+            keys: Keys::new(&config.store_prefix).map_err(|e| format!("--store-prefix: {e}"))?,
+            sealer: config.sealer()?,
+            settings: config.cluster(),
+            record_ttl: config.store_ttl,
+        }),
     };
     let listener = TcpListener::bind(config.listen)
         .await
@@ -106,7 +112,8 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         store_capacity: config.max_stored_chats,
         drain_grace: config.drain_grace,
         http2_keepalive: config.http2_keepalive,
-        store,
+        store: None,
+        cluster,
         security,
     };
     connect_chat_gateway::serve_with(listener, admin, upstream, options, shutdown_signal()).await?;

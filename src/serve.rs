@@ -3,6 +3,7 @@
 //! streams ended with their resume cursor, all within the grace).
 
 use crate::api::{ChatDefaults, Gateway};
+use crate::cluster::{Cluster, ClusterSettings, SharedConnectionBudget};
 use crate::connect::Connect;
 use crate::ops::admin;
 use crate::pb;
@@ -10,12 +11,28 @@ use crate::pb::chat_gateway_server::ChatGatewayServer;
 use crate::security::limits::EventBudgetSettings;
 use crate::security::{self, tls};
 use crate::session::{SessionSettings, Sessions};
-use crate::store::{MemoryStore, SessionStore};
+use crate::store::{Keys, MemoryStore, Redis, RedisStore, Sealer, SessionStore};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Cluster mode: the shared Redis and what the replicas agree on.
+#[derive(Clone)]
+pub struct ClusterOptions {
+    pub redis: Arc<Redis>,
+    pub keys: Keys,
+    /// Seals the Connect tokens written to Redis.
+    pub sealer: Sealer,
+    pub settings: ClusterSettings,
+    /// How long a chat's record lives in Redis.
+    pub record_ttl: Duration,
+}
+
+/// How often the store's health is checked in cluster mode.
+const STORE_CHECK: Duration = Duration::from_secs(1);
 
 /// Everything [`serve`] needs besides the listener and the upstream client.
 #[derive(Clone)]
@@ -31,6 +48,8 @@ pub struct ServeOptions {
     pub http2_keepalive: Duration,
     /// A shared session store (several gateway processes); `None`: in memory.
     pub store: Option<Arc<dyn SessionStore>>,
+    /// Cluster mode on Redis (its store replaces `store`); `None`: one process.
+    pub cluster: Option<ClusterOptions>,
     /// Caller authentication, TLS and limits.
     pub security: security::SecurityOptions,
 }
@@ -56,20 +75,46 @@ pub async fn serve_with(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let store: Arc<dyn SessionStore> = match &options.store {
-        Some(store) => store.clone(),
-        None => Arc::new(MemoryStore::new(options.store_capacity)),
+    let cluster_stop = CancellationToken::new();
+    let _stop_cluster = cluster_stop.clone().drop_guard();
+    let cluster = options.cluster.as_ref().map(|c| {
+        Cluster::new(
+            c.redis.clone(),
+            c.keys.clone(),
+            c.sealer.clone(),
+            c.settings.clone(),
+            cluster_stop.clone(),
+        )
+    });
+    let store: Arc<dyn SessionStore> = match (&options.cluster, &options.store) {
+        (Some(c), _) => Arc::new(
+            RedisStore::new(
+                c.redis.clone(),
+                c.keys.clone(),
+                c.sealer.clone(),
+                c.record_ttl,
+            )
+            .expect("the store options were checked"),
+        ),
+        (None, Some(store)) => store.clone(),
+        (None, None) => Arc::new(MemoryStore::new(options.store_capacity)),
     };
     let metrics = upstream.metrics().clone();
     let call_metrics = metrics.clone();
     let limits = &options.security.limits;
-    let upstream = upstream.with_limits(limits);
+    let mut upstream = upstream.with_limits(limits);
+    if let (Some(cluster), true) = (&cluster, limits.connection_rate > 0) {
+        upstream = upstream.with_shared_budget(Arc::new(SharedConnectionBudget {
+            cluster: cluster.clone(),
+            per_second: limits.connection_rate,
+        }));
+    }
     let mut session_settings = options.session.clone();
     session_settings.event_budget = EventBudgetSettings {
         typing_interval: limits.typing_interval,
         receipts_per_chat: limits.receipts_per_chat,
     };
-    let sessions = Sessions::new(upstream, store, session_settings);
+    let sessions = Sessions::with_cluster(upstream, store, session_settings, cluster.clone());
     let gateway = Gateway::with_limits(sessions.clone(), options.defaults.clone(), limits);
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -87,7 +132,48 @@ pub async fn serve_with(
         .build_v1alpha()
         .expect("the embedded descriptor sets are valid");
 
-    let (ready_tx, ready_rx) = watch::channel(true);
+    // Ready while serving and, in cluster mode, while Redis answers.
+    let (ready_tx, ready_rx) = watch::channel(cluster.is_none());
+    let ready_tx = Arc::new(ready_tx);
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(cluster) = &cluster {
+        let redis = cluster.redis().clone();
+        let (ready_tx, draining, health, stop) = (
+            ready_tx.clone(),
+            draining.clone(),
+            health.clone(),
+            cluster_stop.clone(),
+        );
+        health.set_not_serving::<ChatGatewayServer<Gateway>>().await;
+        tokio::spawn(async move {
+            let mut was: Option<bool> = None;
+            loop {
+                let ok = redis.ping().await;
+                let ready = ok && !draining.load(std::sync::atomic::Ordering::SeqCst);
+                if was != Some(ready) && !draining.load(std::sync::atomic::Ordering::SeqCst) {
+                    if ready {
+                        tracing::info!("the session store answers; ready");
+                        health.set_serving::<ChatGatewayServer<Gateway>>().await;
+                        health
+                            .set_service_status("", tonic_health::ServingStatus::Serving)
+                            .await;
+                    } else {
+                        tracing::warn!("the session store does not answer; not ready");
+                        health.set_not_serving::<ChatGatewayServer<Gateway>>().await;
+                        health
+                            .set_service_status("", tonic_health::ServingStatus::NotServing)
+                            .await;
+                    }
+                    ready_tx.send_replace(ready);
+                    was = Some(ready);
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(STORE_CHECK) => {}
+                }
+            }
+        });
+    }
     let (stopping_tx, stopping_rx) = watch::channel(false);
     let admin = admin_listener.map(|l| {
         let mut stop = stopping_rx.clone();
@@ -101,6 +187,7 @@ pub async fn serve_with(
     let drain = async move {
         shutdown.await;
         tracing::info!("draining");
+        draining.store(true, std::sync::atomic::Ordering::SeqCst);
         ready_tx.send_replace(false);
         health.set_not_serving::<ChatGatewayServer<Gateway>>().await;
         health

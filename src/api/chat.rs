@@ -54,6 +54,8 @@ impl Gateway {
                 ApiError::from(SessionError::TooManySessions(settings.max_sessions)).into(),
             );
         }
+        // A chat Connect starts must be recorded: no StartChatContact while the store is down.
+        self.sessions.store().ping().await.map_err(ApiError::from)?;
         let slot = self.reserve_chat(&principal).await?;
         let content_types = start.content_types.clone();
         // Connect requires text/plain in the list only when a list is sent.

@@ -66,9 +66,20 @@ impl Gateway {
         let contact_id = session.contact_id.as_str();
         // Connect's SendEvent quota is small: typing goes at most once per interval and each
         // receipt once per message; what the budget suppresses is answered OK locally.
-        let forward = match &event.receipt {
-            None => session.with_event_budget(|b| b.take_typing()),
-            Some((kind, id)) => session.with_event_budget(|b| b.take_receipt(id, *kind)),
+        let cluster = self.sessions.cluster();
+        let typing_interval = self.sessions.settings().event_budget.typing_interval;
+        let forward = match (&event.receipt, cluster) {
+            // Shared by every replica in cluster mode.
+            (None, Some(c)) => c
+                .take_typing(contact_id, typing_interval)
+                .await
+                .map_err(ApiError::from)?,
+            (Some((kind, id)), Some(c)) => c
+                .take_receipt(contact_id, id, *kind as u8)
+                .await
+                .map_err(ApiError::from)?,
+            (None, None) => session.with_event_budget(|b| b.take_typing()),
+            (Some((kind, id)), None) => session.with_event_budget(|b| b.take_receipt(id, *kind)),
         };
         if !forward {
             tracing::debug!(contact_id, "event suppressed by the chat's event budget");
@@ -98,9 +109,22 @@ impl Gateway {
         let sent = match sent {
             Ok(sent) => sent,
             Err(e) => {
-                match &event.receipt {
-                    None => session.with_event_budget(|b| b.return_typing()),
-                    Some((kind, id)) => session.with_event_budget(|b| b.return_receipt(id, *kind)),
+                let returned = match (&event.receipt, cluster) {
+                    (None, Some(c)) => c.return_typing(contact_id).await,
+                    (Some((kind, id)), Some(c)) => {
+                        c.return_receipt(contact_id, id, *kind as u8).await
+                    }
+                    (None, None) => {
+                        session.with_event_budget(|b| b.return_typing());
+                        Ok(())
+                    }
+                    (Some((kind, id)), None) => {
+                        session.with_event_budget(|b| b.return_receipt(id, *kind));
+                        Ok(())
+                    }
+                };
+                if let Err(r) = returned {
+                    tracing::debug!(contact_id, error = %r, "could not give back an event budget");
                 }
                 return Err(e.into());
             }

@@ -113,9 +113,11 @@ impl From<ApiError> for Status {
             },
             ApiError::Upstream(u) => upstream_status(u),
             ApiError::Store(StoreError::Full(_)) => Status::resource_exhausted(e.to_string()),
-            ApiError::Store(StoreError::Unavailable(_)) => {
-                Status::unavailable("the session store is unavailable")
-            }
+            ApiError::Store(StoreError::Unavailable(_)) => Status::with_error_details(
+                tonic::Code::Unavailable,
+                "the session store is unavailable; retry after the delay",
+                ErrorDetails::with_retry_info(Some(DEFAULT_RETRY_DELAY)),
+            ),
         }
     }
 }

@@ -46,10 +46,39 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:9090", value_parser = admin_addr)]
     pub admin_listen: AdminListen,
 
-    /// Session store: "memory", or a Redis URL (redis://host:6379/0) shared by several
-    /// gateway processes.
+    /// Session store: "memory" (one process), or a Redis URL (redis://host:6379/0) for
+    /// cluster mode: several gateway processes sharing each chat's one Connect socket. With
+    /// --store-cluster, the comma-separated seed nodes of a Redis Cluster.
     #[arg(long, env = "GATEWAY_STORE", default_value = "memory", value_parser = store_kind)]
     pub store: StoreKind,
+
+    /// The --store URLs are seed nodes of a Redis Cluster.
+    #[arg(long, env = "GATEWAY_STORE_CLUSTER")]
+    pub store_cluster: bool,
+
+    /// Keys that seal the Connect tokens written to Redis, as <id>:<base64 of 32 bytes>
+    /// separated by commas; the first seals, all open (rotate by putting a new key first).
+    /// Make one with: echo "k1:$(openssl rand -base64 32)". Required with a Redis store.
+    #[arg(long, env = "GATEWAY_STORE_KEYS", hide_env_values = true)]
+    pub store_keys: Option<String>,
+
+    /// A file holding store keys, one <id>:<base64> per line (after any --store-keys).
+    #[arg(long, env = "GATEWAY_STORE_KEY_FILE")]
+    pub store_key_file: Option<PathBuf>,
+
+    /// Cluster mode: a chat's owner renews its lease every third of this; when a replica
+    /// dies, another takes its chats over once their leases lapse.
+    #[arg(long, env = "GATEWAY_LEASE_TTL", default_value = "15s", value_parser = duration)]
+    pub lease_ttl: Duration,
+
+    /// Cluster mode: this process's name in leases (default: the host name and a random
+    /// suffix; must differ between processes).
+    #[arg(long, env = "GATEWAY_REPLICA_ID")]
+    pub replica_id: Option<String>,
+
+    /// Cluster mode: how long an ended chat's event log stays in Redis for late resumes.
+    #[arg(long, env = "GATEWAY_ENDED_LOG_RETENTION", default_value = "1h", value_parser = duration)]
+    pub ended_log_retention: Duration,
 
     /// Prefix of the session store's Redis keys.
     #[arg(long, env = "GATEWAY_STORE_PREFIX", default_value = "chatgateway:")]
@@ -196,9 +225,15 @@ pub enum StoreKind {
 fn store_kind(s: &str) -> Result<StoreKind, String> {
     match s {
         "memory" => Ok(StoreKind::Memory),
-        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            url::Url::parse(url).map_err(|e| format!("{e} (a URL such as redis://host:6379/0)"))?;
-            Ok(StoreKind::Redis(url.to_owned()))
+        urls if urls.starts_with("redis://") || urls.starts_with("rediss://") => {
+            for url in urls.split(',').map(str::trim) {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    return Err(format!("{url:?} is not a redis:// or rediss:// URL"));
+                }
+                url::Url::parse(url)
+                    .map_err(|e| format!("{e} (a URL such as redis://host:6379/0)"))?;
+            }
+            Ok(StoreKind::Redis(urls.to_owned()))
         }
         _ => Err("expected memory, or a redis:// or rediss:// URL".into()),
     }
@@ -243,7 +278,57 @@ impl Config {
                 ),
             ));
         }
+        if let StoreKind::Redis(urls) = &self.store {
+            if urls.contains(',') && !self.store_cluster {
+                return Err(cmd.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "--store names several Redis nodes: add --store-cluster for a Redis Cluster",
+                ));
+            }
+            if self.store_keys.is_none() && self.store_key_file.is_none() {
+                return Err(cmd.error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "a Redis --store needs --store-keys or --store-key-file: Connect tokens \
+                     are sealed before they are written to Redis. Make a key with: \
+                     echo \"k1:$(openssl rand -base64 32)\"",
+                ));
+            }
+        }
+        if self.store_prefix.contains(['{', '}']) {
+            return Err(cmd.error(
+                clap::error::ErrorKind::ValueValidation,
+                "--store-prefix may not contain '{' or '}' (they would change the keys' Redis Cluster hash tag)",
+            ));
+        }
         Ok(self)
+    }
+
+    /// The sealing keys of a Redis store: --store-keys, then those of --store-key-file.
+    pub fn sealer(&self) -> Result<crate::store::Sealer, String> {
+        let mut spec = self.store_keys.clone().unwrap_or_default();
+        if let Some(path) = &self.store_key_file {
+            let file = std::fs::read_to_string(path)
+                .map_err(|e| format!("--store-key-file {}: {e}", path.display()))?;
+            spec.push('\n');
+            spec.push_str(&file);
+        }
+        crate::store::Sealer::from_spec(&spec).map_err(|e| format!("--store-keys: {e}"))
+    }
+
+    /// Cluster settings (with a Redis store).
+    pub fn cluster(&self) -> crate::cluster::ClusterSettings {
+        let replica_id = self.replica_id.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "gateway".into());
+            let suffix: u32 = rand::random();
+            format!("{host}-{suffix:08x}")
+        });
+        crate::cluster::ClusterSettings {
+            replica_id,
+            lease_ttl: self.lease_ttl,
+            history: self.history,
+            key_ttl: self.store_ttl,
+            ended_retention: self.ended_log_retention,
+        }
     }
 
     /// Whether to start the embedded simulator.
@@ -332,8 +417,24 @@ mod tests {
 
     #[test]
     fn the_store_is_memory_or_a_redis_url() {
-        let c = Config::load_from(["gw", "--store", "redis://127.0.0.1:6379/0"]).unwrap();
+        let c = Config::load_from([
+            "gw",
+            "--store",
+            "redis://127.0.0.1:6379/0",
+            "--store-keys",
+            "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        ])
+        .unwrap();
         assert_eq!(c.store, StoreKind::Redis("redis://127.0.0.1:6379/0".into()));
+        assert_eq!(c.sealer().unwrap().current_key_id(), "k1");
+        // Without sealing keys a Redis store is refused, with the way to make one.
+        let keyless = Config::load_from(["gw", "--store", "redis://127.0.0.1:6379/0"]).unwrap_err();
+        assert!(keyless.to_string().contains("openssl rand"), "{keyless}");
+        // Several nodes are a Redis Cluster, said so.
+        let nodes = "redis://127.0.0.1:7001,redis://127.0.0.1:7002";
+        let k = "--store-keys=k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        assert!(Config::load_from(["gw", "--store", nodes, k]).is_err());
+        assert!(Config::load_from(["gw", "--store", nodes, k, "--store-cluster"]).is_ok());
         assert_eq!(Config::load_from(["gw"]).unwrap().store, StoreKind::Memory);
         let bad = Config::load_from(["gw", "--store", "postgres://x"]).unwrap_err();
         assert!(bad.to_string().contains("--store"), "{bad}");

@@ -97,6 +97,13 @@ pub struct TranscriptPage {
 /// Read buffer of a participant socket, bytes.
 pub const SOCKET_READ_BUFFER: usize = 4 * 1024;
 
+/// A CreateParticipantConnection budget shared by several processes.
+#[async_trait::async_trait]
+pub trait ConnectionGate: Send + Sync + std::fmt::Debug + 'static {
+    /// Waits for this process's turn.
+    async fn admit(&self);
+}
+
 /// Cheap-to-clone handles over the two SDK clients.
 #[derive(Clone, Debug)]
 pub struct Connect {
@@ -106,6 +113,8 @@ pub struct Connect {
     /// The global CreateParticipantConnection budget, awaited before each call so that a
     /// mass reconnect cannot storm the instance's small quota (none: unlimited).
     connection_budget: Option<ConnectionBudget>,
+    /// A budget shared with other processes (cluster mode), awaited before the local one.
+    shared_budget: Option<Arc<dyn ConnectionGate>>,
     /// Frame and message size caps of the participant sockets.
     socket_config: WebSocketConfig,
     /// TLS for `wss://` participant sockets, built once (not per socket).
@@ -179,6 +188,7 @@ impl Connect {
             participant: aws_sdk_connectparticipant::Client::from_conf(participant_cfg),
             metrics,
             connection_budget: None,
+            shared_budget: None,
             socket_config: WebSocketConfig::default().read_buffer_size(SOCKET_READ_BUFFER),
             socket_tls: crate::security::tls::socket_client_config(None)
                 .expect("the built-in web roots make a valid TLS configuration"),
@@ -187,6 +197,13 @@ impl Connect {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Awaits `gate` before every CreateParticipantConnection (a budget several gateway
+    /// processes share).
+    pub fn with_shared_budget(mut self, gate: Arc<dyn ConnectionGate>) -> Self {
+        self.shared_budget = Some(gate);
+        self
     }
 
     /// Applies the upstream limits: the CreateParticipantConnection budget and the socket
@@ -295,6 +312,9 @@ impl Connect {
         participant_token: &Secret,
         with_socket: bool,
     ) -> Result<Connection, UpstreamError> {
+        if let Some(gate) = &self.shared_budget {
+            gate.admit().await;
+        }
         if let Some(budget) = &self.connection_budget {
             budget.until_ready().await;
         }

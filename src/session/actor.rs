@@ -8,6 +8,7 @@
 use super::backfill::{read_transcript, Seen};
 use super::token::RefreshRequest;
 use super::{Session, SessionError, SessionSettings};
+use crate::cluster::{AppendError, Cluster, Entry, Lease, Published};
 use crate::connect::item::Item;
 use crate::connect::socket::{self, Inbound};
 use crate::connect::{Connect, Connection, UpstreamError};
@@ -24,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -33,10 +35,29 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 enum Stop {
     /// The chat ended (Connect said so, or EndChat's grace ran out).
     Ended,
-    /// Drain or idle: close the socket, leave the chat alone.
+    /// Drain (or, in cluster mode, the lease lost): close the socket, leave the chat alone.
     Closed,
+    /// Nobody used the chat for the idle timeout: close the socket.
+    Idle,
     /// The socket died: reconnect.
     Dead(&'static str),
+}
+
+/// How an actor ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// The chat ended.
+    Ended,
+    /// Nobody used the chat for the idle timeout.
+    Idle,
+    /// Told to stop: a drain, or in cluster mode the lease lost.
+    Stopped,
+}
+
+/// Cluster mode: what makes this actor the chat's one writer.
+pub(super) struct Owner {
+    pub cluster: Cluster,
+    pub lease: Lease,
 }
 
 struct Actor<'a> {
@@ -47,24 +68,54 @@ struct Actor<'a> {
     /// The newest transcript item delivered: where a backfill starts.
     last_durable: Option<String>,
     token_expiry: Option<SystemTime>,
+    /// Stops the actor: the session's own token, or a child of it in cluster mode.
+    stop: CancellationToken,
+    /// Cluster mode: items go to the chat's shared log, under this lease.
+    owner: Option<Owner>,
+    /// Whether this actor's socket is up (for the sockets gauge).
+    up: bool,
 }
 
+/// Runs the chat's socket until the chat ends, it idles out or `stop` (default: the
+/// session's) is cancelled. What the session's history holds already counts as delivered.
 pub(super) async fn run(
     session: Arc<Session>,
     upstream: &Connect,
     settings: &SessionSettings,
-    mut refresh_requests: mpsc::Receiver<RefreshRequest>,
-) {
+    refresh_requests: &mut mpsc::Receiver<RefreshRequest>,
+    owner: Option<(Owner, CancellationToken)>,
+) -> Outcome {
     let span = tracing::info_span!("chat", contact_id = %session.contact_id);
+    let mut seen = Seen::new(settings.history.max(1024));
+    let (last_durable, known) = {
+        let st = session.lock();
+        let durable = st.durable();
+        let known: Vec<String> = st.history.iter().map(|(k, _)| k.clone()).collect();
+        ((!durable.is_empty()).then_some(durable), known)
+    };
+    for k in known {
+        seen.insert(&k);
+    }
+    let (owner, stop) = match owner {
+        Some((o, stop)) => (Some(o), stop),
+        None => (None, session.cancel.clone()),
+    };
     let mut actor = Actor {
         session,
         upstream,
         settings,
-        seen: Seen::new(settings.history.max(1024)),
-        last_durable: None,
+        seen,
+        last_durable,
         token_expiry: None,
+        stop,
+        owner,
+        up: false,
     };
-    actor.run(&mut refresh_requests).instrument(span).await
+    let outcome = actor.run(refresh_requests).instrument(span).await;
+    if actor.up {
+        actor.session.metrics.upstream_sockets.dec();
+    }
+    outcome
 }
 
 /// A socket opened and subscribed, with what arrived before the acknowledgement.
@@ -144,22 +195,29 @@ async fn in_flight<F: Future + Unpin>(slot: &mut Option<F>) -> F::Output {
 impl Actor<'_> {
     /// `requests`: calls asking for a token to replace one Connect refused (a parameter, not a
     /// field, so that the pump can wait on it while it borrows the actor).
-    async fn run(&mut self, requests: &mut mpsc::Receiver<RefreshRequest>) {
+    async fn run(&mut self, requests: &mut mpsc::Receiver<RefreshRequest>) -> Outcome {
         let mut failures: u32 = 0;
+        if self.owner.is_some() && self.session.info().upstream == super::Upstream::Connected {
+            // Taking over from an owner whose socket is gone.
+            self.publish_gateway(pb::chat_event::Event::Upstream(pb::UpstreamStatus {
+                state: pb::UpstreamState::Reconnecting as i32,
+            }))
+            .await;
+        }
         loop {
-            if self.session.cancel.is_cancelled() {
-                return;
+            if self.stop.is_cancelled() {
+                return Outcome::Stopped;
             }
             // A drain or idle close does not wait for Connect to answer a connect.
-            let session = self.session.clone();
+            let stop = self.stop.clone();
             let connected = tokio::select! {
-                _ = session.cancel.cancelled() => return,
+                _ = stop.cancelled() => return Outcome::Stopped,
                 r = Box::pin(self.connect()) => r,
             };
             let stop = match connected {
                 Ok(ws) => {
                     failures = 0;
-                    self.set_upstream(pb::UpstreamState::Connected);
+                    self.set_upstream(pb::UpstreamState::Connected).await;
                     self.session.ready.send_replace(true);
                     tracing::debug!("upstream socket connected");
                     self.pump(ws, requests).await
@@ -173,11 +231,12 @@ impl Actor<'_> {
             match stop {
                 Stop::Ended => {
                     answer_waiters_ended(requests);
-                    self.session
-                        .publish_gateway(pb::chat_event::Event::ChatEnded(pb::ChatEnded {}));
-                    return;
+                    self.publish_gateway(pb::chat_event::Event::ChatEnded(pb::ChatEnded {}))
+                        .await;
+                    return Outcome::Ended;
                 }
-                Stop::Closed => return,
+                Stop::Closed => return Outcome::Stopped,
+                Stop::Idle => return Outcome::Idle,
                 Stop::Dead(cause) => {
                     tracing::info!(cause, "upstream socket lost; reconnecting");
                     self.session
@@ -185,13 +244,14 @@ impl Actor<'_> {
                         .reconnects
                         .get_or_create(&CauseLabel { cause })
                         .inc();
-                    self.set_upstream(pb::UpstreamState::Reconnecting);
+                    self.set_upstream(pb::UpstreamState::Reconnecting).await;
                     let delay = backoff(settings_delay(self.settings, failures));
                     failures = failures.saturating_add(1);
                     // Calls that wait for a token are answered by the next connect, which
                     // brings a fresh one.
+                    let stop = self.stop.clone();
                     tokio::select! {
-                        _ = session.cancel.cancelled() => return,
+                        _ = stop.cancelled() => return Outcome::Stopped,
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
@@ -200,18 +260,65 @@ impl Actor<'_> {
     }
 
     /// Tells subscribers when the socket comes up or goes down (not on every retry).
-    fn set_upstream(&self, state: pb::UpstreamState) {
-        let connected = self.session.info().upstream == super::Upstream::Connected;
-        if connected != (state == pb::UpstreamState::Connected) {
-            if connected {
-                self.session.metrics.upstream_sockets.dec();
-            } else {
+    async fn set_upstream(&mut self, state: pb::UpstreamState) {
+        let up = state == pb::UpstreamState::Connected;
+        if up != self.up {
+            self.up = up;
+            if up {
                 self.session.metrics.upstream_sockets.inc();
+            } else {
+                self.session.metrics.upstream_sockets.dec();
             }
-            self.session
-                .publish_gateway(pb::chat_event::Event::Upstream(pb::UpstreamStatus {
-                    state: state as i32,
-                }));
+        }
+        let shown = self.session.info().upstream == super::Upstream::Connected;
+        if shown != up {
+            self.publish_gateway(pb::chat_event::Event::Upstream(pb::UpstreamStatus {
+                state: state as i32,
+            }))
+            .await;
+        }
+    }
+
+    /// A gateway event: to the shared log in cluster mode (if that fails, to this process's
+    /// subscribers only), else straight to the subscribers.
+    async fn publish_gateway(&mut self, event: pb::chat_event::Event) {
+        if self.owner.is_some() {
+            let entry = self.session.gateway_entry(event.clone());
+            if self.append(entry).await.is_ok() {
+                return;
+            }
+        }
+        self.session.publish_gateway(event);
+    }
+
+    /// Cluster mode: appends an entry under the lease and applies it here. A refused append
+    /// means the lease is gone: the actor stops.
+    async fn append(&mut self, entry: Entry) -> Result<(), Stop> {
+        let Some(owner) = &self.owner else {
+            return Ok(());
+        };
+        match owner
+            .cluster
+            .append(&self.session.contact_id, &owner.lease, &entry)
+            .await
+        {
+            Ok((prev, id)) => {
+                if !self.session.apply_published(Published { prev, id, entry }) {
+                    self.session.wake_member();
+                }
+                Ok(())
+            }
+            Err(AppendError::Fenced) => {
+                tracing::info!(
+                    "the chat's lease moved to another replica; letting go of the socket"
+                );
+                self.stop.cancel();
+                Err(Stop::Closed)
+            }
+            Err(AppendError::Store(e)) => {
+                tracing::warn!(error = %e, "could not append to the chat's log");
+                Err(Stop::Dead("log unavailable"))
+            }
         }
     }
 
@@ -223,17 +330,39 @@ impl Actor<'_> {
             self.settings.connect_timeout,
         )
         .await?;
-        self.take_connection(opened.connection);
+        self.take_connection(opened.connection).await;
         self.backfill_with_refresh().await?;
         for item in opened.early {
-            self.deliver(item);
+            self.deliver(item)
+                .await
+                .map_err(|_| UpstreamError::Unavailable)?;
         }
         Ok(opened.ws)
     }
 
-    /// Makes a fresh connection token the session's.
-    fn take_connection(&mut self, c: Connection) {
+    /// Makes a fresh connection token the session's (and in cluster mode, every replica's).
+    async fn take_connection(&mut self, c: Connection) {
         self.token_expiry = c.token_expiry;
+        if let Some(owner) = &self.owner {
+            let ttl = c
+                .token_expiry
+                .and_then(|e| e.duration_since(SystemTime::now()).ok())
+                .unwrap_or(Duration::from_secs(3600));
+            match owner
+                .cluster
+                .put_token(
+                    &self.session.contact_id,
+                    &owner.lease,
+                    &c.connection_token,
+                    ttl,
+                )
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => self.stop.cancel(),
+                Err(e) => tracing::warn!(error = %e, "could not share the connection token"),
+            }
+        }
         self.session.token.send_replace(Some(c.connection_token));
     }
 
@@ -246,7 +375,7 @@ impl Actor<'_> {
                     .upstream
                     .create_connection(&self.session.participant_token, false)
                     .await?;
-                self.take_connection(c);
+                self.take_connection(c).await;
                 match self.backfill().await {
                     // The fresh token was refused too: retry the whole connection later.
                     Err(UpstreamError::AccessDenied) => Err(UpstreamError::Unavailable),
@@ -275,26 +404,37 @@ impl Actor<'_> {
         }
         let mut recovered = 0;
         for item in transcript.items {
-            recovered += u64::from(self.deliver(item));
+            let new = self
+                .deliver(item)
+                .await
+                .map_err(|_| UpstreamError::Unavailable)?;
+            recovered += u64::from(new);
         }
         self.session.metrics.backfilled_items.inc_by(recovered);
         tracing::debug!(items = recovered, "backfill done");
         Ok(())
     }
 
-    /// Delivers an item unless it was delivered before; true when it was new.
-    fn deliver(&mut self, item: Item) -> bool {
+    /// Delivers an item unless it was delivered before; true when it was new. In cluster
+    /// mode it counts as delivered once the chat's log holds it.
+    async fn deliver(&mut self, item: Item) -> Result<bool, Stop> {
         self.session.metrics.events_received.inc();
         let key = item.dedupe_key();
-        if !self.seen.insert(&key) {
+        if self.seen.contains(&key) {
             self.session.metrics.events_duplicate.inc();
-            return false;
+            return Ok(false);
         }
+        if self.owner.is_some() {
+            let entry = self.session.entry_for(&item, key.clone());
+            self.append(entry).await?;
+        } else {
+            self.session.publish_item(&item, key.clone());
+        }
+        self.seen.insert(&key);
         if !item.is_ephemeral() {
             self.last_durable = item.id.clone();
         }
-        self.session.publish_item(&item, key);
-        true
+        Ok(true)
     }
 
     /// A CreateParticipantConnection for a new connection token, run beside the pump.
@@ -314,7 +454,8 @@ impl Actor<'_> {
         // The timers live across iterations and are re-armed only when their deadline moves:
         // rebuilding them for every frame cost a timer-wheel registration per event.
         let session = self.session.clone();
-        let cancelled = session.cancel.cancelled();
+        let stop_token = self.stop.clone();
+        let cancelled = stop_token.cancelled();
         tokio::pin!(cancelled);
         let ending = session.ending.cancelled();
         tokio::pin!(ending);
@@ -367,7 +508,7 @@ impl Actor<'_> {
                     match done {
                         Ok(c) => {
                             let token = c.connection_token.clone();
-                            self.take_connection(c);
+                            self.take_connection(c).await;
                             tracing::debug!(waiting = waiters.len(), "connection token refreshed");
                             for w in waiters.drain(..) {
                                 let _ = w.send(Ok(token.clone()));
@@ -410,7 +551,7 @@ impl Actor<'_> {
                     match opened {
                         Ok(opened) => {
                             let Opened { ws: new, early, connection } = *opened;
-                            self.take_connection(connection);
+                            self.take_connection(connection).await;
                             refresh_armed = self.rearm_refresh(refresh.as_mut());
                             // Read the old socket up to a barrier (a deep heartbeat, answered
                             // after everything the service sent before it).
@@ -458,7 +599,7 @@ impl Actor<'_> {
                         && unused >= self.settings.idle_timeout
                     {
                         tracing::debug!("session idle; closing its socket");
-                        break Stop::Closed;
+                        break Stop::Idle;
                     }
                 }
                 msg = ws.next() => match msg {
@@ -466,7 +607,9 @@ impl Actor<'_> {
                         Inbound::Heartbeat => awaiting_heartbeat = false,
                         Inbound::Chat(item) => {
                             let end = item.is_chat_end();
-                            self.deliver(*item);
+                            if let Err(stop) = self.deliver(*item).await {
+                                break stop;
+                            }
                             if end {
                                 break Stop::Ended;
                             }
@@ -530,7 +673,7 @@ impl Actor<'_> {
     ) -> Result<(), Stop> {
         let (new, early) = *new;
         for item in early {
-            self.deliver(item);
+            self.deliver(item).await?;
         }
         let mut old = std::mem::replace(ws, new);
         if !drained {

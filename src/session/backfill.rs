@@ -95,6 +95,10 @@ impl Seen {
         true
     }
 
+    pub fn contains(&self, key: &str) -> bool {
+        self.keys.contains(key)
+    }
+
     pub fn len(&self) -> usize {
         self.keys.len()
     }

@@ -6,8 +6,10 @@ mod actor;
 pub mod backfill;
 pub mod cursor;
 pub mod fanout;
+mod member;
 mod token;
 
+use crate::cluster::{Cluster, Entry, LogId, Published};
 use crate::connect::item::Item;
 use crate::connect::{Connect, UpstreamError};
 use crate::ops::metrics::Metrics;
@@ -21,7 +23,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -130,6 +132,33 @@ struct State {
     last_cursor: Option<Cursor>,
     /// `None` once the actor has stopped: no event will follow.
     events: Option<Arc<Fanout>>,
+    /// Cluster mode: the newest log entry applied (`None` until the log's tail is loaded).
+    applied: Option<LogId>,
+    /// Cluster mode: entries published before the tail was loaded (bounded by the history).
+    pending: Vec<Published>,
+}
+
+impl State {
+    /// The newest transcript item id delivered.
+    fn durable(&self) -> String {
+        self.last_cursor
+            .as_ref()
+            .map(|c| c.durable_id.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Cluster mode: a session's link to its chat's shared log.
+pub(crate) struct Link {
+    cluster: Cluster,
+    /// Whether this replica holds the chat's lease (and so its socket).
+    owner: std::sync::atomic::AtomicBool,
+    /// The log must be read: a gap, a lost pub/sub connection, or the chat's end.
+    wake: Notify,
+    /// The owner stored a new connection token.
+    token_changed: Notify,
+    /// The owner let go of its lease.
+    released: Notify,
 }
 
 /// A live chat. Cheap to share; the actor owns the socket.
@@ -159,6 +188,8 @@ pub struct Session {
     event_budget: Mutex<EventBudget>,
     settings: SessionSettings,
     pub(crate) metrics: Arc<Metrics>,
+    /// Cluster mode only.
+    link: Option<Link>,
 }
 
 /// A snapshot for GetChat.
@@ -305,20 +336,42 @@ impl Session {
     /// Records an item and fans it out (the caller has de-duplicated it).
     fn publish_item(&self, item: &Item, key: String) {
         let mut st = self.lock();
-        let mut durable = st
-            .last_cursor
-            .as_ref()
-            .map(|c| c.durable_id.clone())
-            .unwrap_or_default();
-        let (ev, cursor) = event_with_cursor(item, key.clone(), &mut durable);
-        let ev = Arc::new(ev);
+        let (ev, cursor) = event_with_cursor(item, key.clone(), &mut st.durable());
+        self.record_item(&mut st, key, cursor, Arc::new(ev));
+    }
+
+    /// The log entry of an item (the caller has de-duplicated it).
+    fn entry_for(&self, item: &Item, key: String) -> Entry {
+        let (mut event, cursor) = event_with_cursor(item, key.clone(), &mut self.lock().durable());
+        event.cursor.clear();
+        Entry {
+            key,
+            durable: cursor.durable_id,
+            event,
+        }
+    }
+
+    /// The log entry of a gateway event.
+    fn gateway_entry(&self, event: pb::chat_event::Event) -> Entry {
+        Entry {
+            key: String::new(),
+            durable: self.lock().durable(),
+            event: pb::ChatEvent {
+                event: Some(event),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn record_item(&self, st: &mut State, key: String, cursor: Cursor, ev: SharedEvent) {
         st.last_cursor = Some(cursor);
         st.history.push_back((key, ev.clone()));
         while st.history.len() > self.settings.history {
             st.history.pop_front();
         }
-        if item.is_chat_end() {
+        if matches!(ev.event, Some(pb::chat_event::Event::ChatEnded(_))) {
             st.ended = true;
+            self.wake_member();
         }
         if let Some(fanout) = &st.events {
             fanout.publish(ev);
@@ -328,6 +381,10 @@ impl Session {
     /// Publishes a gateway event (upstream state, or a chat end Connect did not report).
     fn publish_gateway(&self, event: pb::chat_event::Event) {
         let mut st = self.lock();
+        self.record_gateway(&mut st, event);
+    }
+
+    fn record_gateway(&self, st: &mut State, event: pb::chat_event::Event) {
         if let pb::chat_event::Event::Upstream(u) = &event {
             st.upstream = match pb::UpstreamState::try_from(u.state) {
                 Ok(pb::UpstreamState::Connected) => Upstream::Connected,
@@ -339,6 +396,7 @@ impl Session {
                 return;
             }
             st.ended = true;
+            self.wake_member();
         }
         let ev = Arc::new(pb::ChatEvent {
             cursor: st
@@ -352,6 +410,82 @@ impl Session {
         if let Some(fanout) = &st.events {
             fanout.publish(ev);
         }
+    }
+
+    /// Cluster mode: tells the session's task that the log must be read.
+    fn wake_member(&self) {
+        if let Some(link) = &self.link {
+            link.wake.notify_one();
+        }
+    }
+
+    fn apply_entry(&self, st: &mut State, entry: Entry) {
+        let Entry {
+            key,
+            durable,
+            mut event,
+        } = entry;
+        if key.is_empty() {
+            if let Some(e) = event.event {
+                self.record_gateway(st, e);
+            }
+            return;
+        }
+        let cursor = Cursor {
+            key: key.clone(),
+            durable_id: durable,
+        };
+        event.cursor = cursor.encode();
+        self.record_item(st, key, cursor, Arc::new(event));
+    }
+
+    /// Cluster mode: applies a published entry if it follows the last one applied. False
+    /// when entries before it are missing (the log must be read).
+    fn apply_published(&self, p: Published) -> bool {
+        let mut st = self.lock();
+        let Some(applied) = st.applied else {
+            if st.pending.len() < self.settings.history {
+                st.pending.push(p);
+            }
+            return true;
+        };
+        if p.id <= applied {
+            // Already applied; unless the log was lost and started again.
+            if p.prev != LogId::default() || applied == LogId::default() {
+                return true;
+            }
+            st.applied = Some(LogId::default());
+        }
+        if Some(p.prev) != st.applied {
+            return false;
+        }
+        st.applied = Some(p.id);
+        self.apply_entry(&mut st, p.entry);
+        true
+    }
+
+    /// Cluster mode: applies entries read from the log, oldest first; `initial`: the log's
+    /// tail, after which entries published meanwhile are applied. False when a gap remains.
+    fn apply_read(&self, entries: Vec<(LogId, Entry)>, initial: bool) -> bool {
+        let pending = {
+            let mut st = self.lock();
+            for (id, entry) in entries {
+                if st.applied.is_some_and(|a| id <= a) {
+                    continue;
+                }
+                st.applied = Some(id);
+                self.apply_entry(&mut st, entry);
+            }
+            if initial && st.applied.is_none() {
+                st.applied = Some(LogId::default());
+            }
+            std::mem::take(&mut st.pending)
+        };
+        let mut complete = true;
+        for p in pending {
+            complete &= self.apply_published(p);
+        }
+        complete
     }
 
     fn close(&self) {
@@ -395,6 +529,8 @@ struct Inner {
     shutdown: CancellationToken,
     /// Told of every chat this process sees end (the per-caller chat slots).
     on_end: std::sync::OnceLock<OnEnd>,
+    /// Cluster mode: the shared log and leases.
+    cluster: Option<Cluster>,
 }
 
 /// The registry of live sessions: at most one per contact.
@@ -405,6 +541,17 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn new(upstream: Connect, store: Arc<dyn SessionStore>, settings: SessionSettings) -> Self {
+        Self::with_cluster(upstream, store, settings, None)
+    }
+
+    /// Sessions in cluster mode when `cluster` is given: one replica at a time owns each
+    /// chat's socket and every replica serves from the chat's shared log.
+    pub fn with_cluster(
+        upstream: Connect,
+        store: Arc<dyn SessionStore>,
+        settings: SessionSettings,
+        cluster: Option<Cluster>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 upstream,
@@ -414,8 +561,14 @@ impl Sessions {
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 on_end: std::sync::OnceLock::new(),
+                cluster,
             }),
         }
+    }
+
+    /// Cluster mode's shared state, if on.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.inner.cluster.as_ref()
     }
 
     /// Sets what is told of every chat that ends (once; later calls are ignored).
@@ -489,6 +642,8 @@ impl Sessions {
                 ended: false,
                 last_cursor: None,
                 events: Some(events),
+                applied: None,
+                pending: Vec::new(),
             }),
             token: watch::Sender::new(None),
             refresh,
@@ -500,6 +655,13 @@ impl Sessions {
             event_budget: Mutex::new(EventBudget::new(self.inner.settings.event_budget)),
             settings: self.inner.settings.clone(),
             metrics: self.inner.upstream.metrics().clone(),
+            link: self.inner.cluster.as_ref().map(|cluster| Link {
+                cluster: cluster.clone(),
+                owner: std::sync::atomic::AtomicBool::new(false),
+                wake: Notify::new(),
+                token_changed: Notify::new(),
+                released: Notify::new(),
+            }),
         });
         session.metrics.live_chats.inc();
         live.insert(record.contact_id.clone(), session.clone());
@@ -507,13 +669,25 @@ impl Sessions {
         let inner = self.inner.clone();
         let s = session.clone();
         let fut = async move {
-            actor::run(
-                s.clone(),
-                &inner.upstream,
-                &inner.settings,
-                refresh_requests,
-            )
-            .await;
+            let mut refresh_requests = refresh_requests;
+            if s.link.is_some() {
+                member::run(
+                    s.clone(),
+                    &inner.upstream,
+                    &inner.settings,
+                    &mut refresh_requests,
+                )
+                .await;
+            } else {
+                actor::run(
+                    s.clone(),
+                    &inner.upstream,
+                    &inner.settings,
+                    &mut refresh_requests,
+                    None,
+                )
+                .await;
+            }
             if s.is_ended() {
                 if let Some(on_end) = inner.on_end.get() {
                     on_end(&s.contact_id);
@@ -524,9 +698,6 @@ impl Sessions {
             }
             s.close();
             s.metrics.live_chats.dec();
-            if s.info().upstream == Upstream::Connected {
-                s.metrics.upstream_sockets.dec();
-            }
             let mut live = inner.live.lock().unwrap_or_else(|e| e.into_inner());
             if live
                 .get(&s.contact_id)

@@ -38,6 +38,11 @@ impl Session {
                 return Ok(current);
             }
         }
+        if let Some(link) = &self.link {
+            if !link.owner.load(std::sync::atomic::Ordering::Relaxed) {
+                return self.refresh_from_owner(stale).await;
+            }
+        }
         let (reply, answer) = oneshot::channel();
         let request = RefreshRequest {
             stale: stale.clone(),
@@ -47,6 +52,30 @@ impl Session {
             return Err(self.stopped());
         }
         answer.await.unwrap_or_else(|_| Err(self.stopped()))
+    }
+
+    /// Cluster mode, on a replica that does not own the chat: asks the owner for a new token
+    /// and waits for it to be shared.
+    async fn refresh_from_owner(&self, stale: &Secret) -> Result<Secret, SessionError> {
+        let Some(link) = &self.link else {
+            return Err(SessionError::NotReady);
+        };
+        let mut rx = self.token.subscribe();
+        if let Err(e) = link.cluster.request_refresh(&self.contact_id, stale).await {
+            tracing::debug!(error = %e, "could not ask the owner for a new token");
+            return Err(SessionError::NotReady);
+        }
+        let fresh = async {
+            rx.wait_for(|t| t.as_ref().is_some_and(|t| t.expose() != stale.expose()))
+                .await
+                .ok()
+                .and_then(|t| t.clone())
+        };
+        match tokio::time::timeout(self.settings.connect_timeout, fresh).await {
+            Ok(Some(t)) => Ok(t),
+            _ if self.is_ended() => Err(SessionError::Ended),
+            _ => Err(SessionError::NotReady),
+        }
     }
 
     pub(super) fn current_token(&self) -> Option<Secret> {

@@ -29,6 +29,15 @@ impl MemoryStore {
         }
     }
 
+    /// Records held.
+    pub fn len(&self) -> usize {
+        self.lock().by_contact.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Records> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -77,9 +86,5 @@ impl SessionStore for MemoryStore {
         records.by_contact.remove(contact_id);
         records.ended.remove(contact_id);
         Ok(())
-    }
-
-    async fn count(&self) -> Result<usize, StoreError> {
-        Ok(self.lock().by_contact.len())
     }
 }

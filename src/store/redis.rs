@@ -1,18 +1,19 @@
 //! A Redis-backed [`SessionStore`], so that several gateway processes serve the same chats
 //! (a subscriber drained from one replica resumes on another). Each chat is a hash under
-//! `{prefix}chat:{contact_id}`, with a time to live longer than any chat lasts: `record`, the
+//! `<prefix>chat:{<contact id>}`, with a time to live longer than any chat lasts: `record`, the
 //! fields that never change (JSON); `tokens`, the hashes of the valid chat tokens; and
 //! `ended`. A replayed StartChat and the chat's end change the record with one script each,
 //! which Redis runs atomically, so concurrent replicas never lose each other's updates. The
-//! participant token is stored as Connect issued it: keep Redis private to the gateway.
+//! participant token is sealed ([`Sealer`]): Redis never holds it in clear.
 
+use super::conn::{Keys, Redis};
+use super::seal::Sealer;
 use super::{ChatRecord, SessionStore, StoreError, MAX_TOKENS_PER_CHAT};
-use crate::security::secret::{Secret, TokenHash};
+use crate::security::secret::TokenHash;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::Script;
 use serde::{Deserialize, Serialize};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// The fields of a chat's record that never change.
@@ -20,6 +21,7 @@ use std::time::{Duration, UNIX_EPOCH};
 struct Fixed {
     contact_id: String,
     participant_id: String,
+    /// Sealed for `participant:<contact id>`.
     participant_token: String,
     content_types: Vec<String>,
     started_at_ms: u64,
@@ -80,12 +82,18 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-impl From<&ChatRecord> for Fixed {
-    fn from(r: &ChatRecord) -> Self {
+/// What the participant token of a chat is sealed for.
+pub fn participant_context(contact_id: &str) -> String {
+    format!("participant:{contact_id}")
+}
+
+impl Fixed {
+    fn of(r: &ChatRecord, sealer: &Sealer) -> Self {
         Self {
             contact_id: r.contact_id.clone(),
             participant_id: r.participant_id.clone(),
-            participant_token: r.participant_token.expose().to_owned(),
+            participant_token: sealer
+                .seal(&participant_context(&r.contact_id), &r.participant_token),
             content_types: r.content_types.clone(),
             started_at_ms: r
                 .started_at
@@ -105,8 +113,9 @@ fn tokens_field(hashes: &[TokenHash]) -> String {
         .join(" ")
 }
 
-/// A record from its three stored fields; `None` (and a warning) when it does not parse.
-fn record_of(fixed: &str, tokens: &str, ended: &str) -> Option<ChatRecord> {
+/// A record from its three stored fields; `None` (and a warning) when it does not parse or
+/// its token does not open with the configured keys.
+fn record_of(fixed: &str, tokens: &str, ended: &str, sealer: &Sealer) -> Option<ChatRecord> {
     let fixed: Fixed = match serde_json::from_str(fixed) {
         Ok(f) => f,
         Err(e) => {
@@ -114,10 +123,20 @@ fn record_of(fixed: &str, tokens: &str, ended: &str) -> Option<ChatRecord> {
             return None;
         }
     };
+    let Some(participant_token) = sealer.open(
+        &participant_context(&fixed.contact_id),
+        &fixed.participant_token,
+    ) else {
+        tracing::warn!(
+            contact_id = %fixed.contact_id,
+            "a session record's token does not open with the configured store keys"
+        );
+        return None;
+    };
     Some(ChatRecord {
         contact_id: fixed.contact_id,
         participant_id: fixed.participant_id,
-        participant_token: Secret::new(fixed.participant_token),
+        participant_token,
         chat_token_hashes: tokens
             .split_whitespace()
             .filter_map(unhex)
@@ -133,8 +152,9 @@ fn record_of(fixed: &str, tokens: &str, ended: &str) -> Option<ChatRecord> {
 /// Session records in Redis.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
-    prefix: String,
+    redis: Arc<Redis>,
+    keys: Keys,
+    sealer: Sealer,
     ttl: Duration,
 }
 
@@ -145,36 +165,50 @@ fn unavailable(e: redis::RedisError) -> StoreError {
 
 impl RedisStore {
     /// Connects to `url` (`redis://host:port/db`); records live `ttl` and their keys start
-    /// with `prefix`.
+    /// with `prefix`. A random sealing key: for tests of one process.
     pub async fn connect(url: &str, prefix: &str, ttl: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
-        let conn = client
-            .get_connection_manager()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot reach Redis: {e}")))?;
+        let redis = Arc::new(Redis::new(url, false)?);
+        if !redis.ping().await {
+            return Err(StoreError::Unavailable("cannot reach Redis".into()));
+        }
+        Self::new(redis, Keys::new(prefix)?, Sealer::random(), ttl)
+    }
+
+    /// Records in `redis` under `keys`, their tokens sealed by `sealer`. Does not wait for
+    /// Redis to answer.
+    pub fn new(
+        redis: Arc<Redis>,
+        keys: Keys,
+        sealer: Sealer,
+        ttl: Duration,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
-            conn,
-            prefix: prefix.to_owned(),
+            redis,
+            keys,
+            sealer,
             ttl,
         })
     }
 
     fn key(&self, contact_id: &str) -> String {
-        format!("{}chat:{contact_id}", self.prefix)
+        self.keys.of("chat", contact_id)
     }
 
     fn ttl_ms(&self) -> u64 {
         u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn conn(&self) -> Result<super::conn::Conn, StoreError> {
+        self.redis.conn().await
     }
 }
 
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn upsert(&self, record: ChatRecord) -> Result<ChatRecord, StoreError> {
-        let fixed = serde_json::to_string(&Fixed::from(&record))
+        let fixed = serde_json::to_string(&Fixed::of(&record, &self.sealer))
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let (fixed, tokens, ended): (String, String, String) = UPSERT
             .key(self.key(&record.contact_id))
             .arg(fixed)
@@ -184,12 +218,12 @@ impl SessionStore for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        record_of(&fixed, &tokens, &ended)
+        record_of(&fixed, &tokens, &ended, &self.sealer)
             .ok_or_else(|| StoreError::Unavailable("the stored record is unreadable".into()))
     }
 
     async fn get(&self, contact_id: &str) -> Result<Option<ChatRecord>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let (fixed, tokens, ended): (Option<String>, Option<String>, Option<String>) =
             redis::cmd("HMGET")
                 .arg(self.key(contact_id))
@@ -204,12 +238,13 @@ impl SessionStore for RedisStore {
                 &f,
                 tokens.as_deref().unwrap_or(""),
                 ended.as_deref().unwrap_or("0"),
+                &self.sealer,
             )
         }))
     }
 
     async fn mark_ended(&self, contact_id: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let _: i64 = MARK_ENDED
             .key(self.key(contact_id))
             .invoke_async(&mut conn)
@@ -218,34 +253,27 @@ impl SessionStore for RedisStore {
         Ok(())
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self.redis.ping().await {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable("Redis did not answer".into()))
+        }
+    }
+
     async fn remove(&self, contact_id: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let _: () = redis::AsyncCommands::del(&mut conn, self.key(contact_id))
             .await
             .map_err(unavailable)?;
         Ok(())
-    }
-
-    async fn count(&self) -> Result<usize, StoreError> {
-        let mut conn = self.conn.clone();
-        let pattern = format!("{}chat:*", self.prefix);
-        let mut keys: redis::AsyncIter<String> =
-            redis::AsyncCommands::scan_match(&mut conn, pattern)
-                .await
-                .map_err(unavailable)?;
-        let mut n = 0;
-        while let Some(k) = futures::StreamExt::next(&mut keys).await {
-            if k.is_ok() {
-                n += 1;
-            }
-        }
-        Ok(n)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::security::secret::Secret;
     use std::time::SystemTime;
 
     #[test]
@@ -260,14 +288,18 @@ mod tests {
             ended: false,
             owner: "key:ops".into(),
         };
-        let fixed = serde_json::to_string(&Fixed::from(&r)).unwrap();
-        let back = record_of(&fixed, &tokens_field(&r.chat_token_hashes), "1").unwrap();
+        let sealer = Sealer::random();
+        let fixed = serde_json::to_string(&Fixed::of(&r, &sealer)).unwrap();
+        assert!(!fixed.contains("\"pt\""), "{fixed}");
+        let back = record_of(&fixed, &tokens_field(&r.chat_token_hashes), "1", &sealer).unwrap();
         assert!(back.token_matches("t") && back.token_matches("u") && !back.token_matches("v"));
         assert_eq!(back.started_at, r.started_at);
         assert_eq!(back.participant_token.expose(), "pt");
         assert_eq!(back.owner, "key:ops");
         assert!(back.ended);
-        assert!(record_of("not json", "", "0").is_none());
+        assert!(record_of("not json", "", "0", &sealer).is_none());
+        // Another deployment's keys do not open it.
+        assert!(record_of(&fixed, "", "0", &Sealer::random()).is_none());
         assert_eq!(unhex("zz"), None);
     }
 }

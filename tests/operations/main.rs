@@ -5,5 +5,6 @@
 mod support;
 
 mod bench_smoke;
+mod cluster;
 mod deploy;
 mod operate;

@@ -2,10 +2,9 @@
 //! Subscribe streams resume without loss on a new gateway process sharing the Redis store.
 
 use crate::support::gateway::*;
-use connect_chat_gateway::pb::{self, chat_event::Event, chat_gateway_client::ChatGatewayClient};
+use crate::support::procs::{GatewayProc, REDIS};
+use connect_chat_gateway::pb::{self, chat_event::Event};
 use connect_chat_gateway::sim::{SimConfig, Simulator};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tonic::Code;
 
@@ -78,87 +77,6 @@ async fn metrics_move_during_a_chat_and_health_answers_over_http() {
     h.stop().await;
 }
 
-/// A gateway process on the simulator, sharing Redis under `prefix`.
-struct Gateway {
-    child: Child,
-    addr: String,
-}
-
-impl Gateway {
-    fn spawn(sim: &str, prefix: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_connect-chat-gateway"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "off",
-                "--log-json",
-            ])
-            .args(["--endpoint-url", sim, "--static-credentials"])
-            .args(["--instance-id", "i-1", "--contact-flow-id", "f-1"])
-            .args([
-                "--store",
-                "redis://127.0.0.1:6379/0",
-                "--store-prefix",
-                prefix,
-            ])
-            .args(["--drain-grace", "5s", "--heartbeat-interval", "1s"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the gateway binary starts");
-        let out = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(out).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("the gateway logs its address")
-                .expect("log line");
-            if let Some(rest) = line.split("gateway on ").nth(1) {
-                break rest.split([',', ' ']).next().unwrap_or("").to_owned();
-            }
-        };
-        // Keep draining its logs so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, addr }
-    }
-
-    async fn client(&self) -> ChatGatewayClient<tonic::transport::Channel> {
-        ChatGatewayClient::connect(format!("http://{}", self.addr))
-            .await
-            .expect("connect")
-    }
-
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    fn wait_exit(mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the gateway did not exit within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
 #[tokio::test]
 async fn sigterm_ends_streams_with_a_cursor_that_resumes_on_a_new_process() {
     let sim = Simulator::start(SimConfig {
@@ -168,7 +86,7 @@ async fn sigterm_ends_streams_with_a_cursor_that_resumes_on_a_new_process() {
     .await
     .unwrap();
     let prefix = format!("ccg-test-{}-{}:", std::process::id(), rand::random::<u32>());
-    let a = Gateway::spawn(&sim.endpoint(), &prefix);
+    let a = GatewayProc::spawn(&sim.endpoint(), REDIS, &prefix, &[]);
     let mut client = a.client().await;
     let chat = client
         .start_chat(pb::StartChatRequest {
@@ -223,7 +141,7 @@ async fn sigterm_ends_streams_with_a_cursor_that_resumes_on_a_new_process() {
             .unwrap();
     }
 
-    let b = Gateway::spawn(&sim.endpoint(), &prefix);
+    let b = GatewayProc::spawn(&sim.endpoint(), REDIS, &prefix, &[]);
     let mut client = b.client().await;
     let mut r = client
         .subscribe(pb::SubscribeRequest {

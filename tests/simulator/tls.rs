@@ -125,6 +125,7 @@ async fn the_gateway_trusts_an_extra_ca_for_upstream_sockets() {
         drain_grace: Duration::from_secs(1),
         http2_keepalive: Duration::from_secs(20),
         store: None,
+        cluster: None,
         security: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -122,6 +122,7 @@ impl Harness {
             drain_grace: Duration::from_secs(5),
             http2_keepalive: Duration::from_secs(20),
             store: None,
+            cluster: None,
             security: Default::default(),
         };
         adjust(&mut options);

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod gateway;
+pub mod procs;
 pub mod sim;
 
 use std::time::Duration;

@@ -1,0 +1,314 @@
+//! Cluster mode, measured from outside: three gateway processes on the simulator and a real
+//! Redis (or a private Redis Cluster). One Connect socket and one CreateParticipantConnection
+//! per contact whichever replica callers use; every subscriber on every replica sees the
+//! same events in the same order with the same cursors; an owner killed with SIGKILL or
+//! stopped with SIGTERM hands its chats over without loss, duplicates or reordering.
+
+use crate::support::gateway::*;
+use crate::support::procs::{unique_prefix, GatewayProc, RedisCluster, REDIS};
+use connect_chat_gateway::pb::{self, chat_event::Event, chat_gateway_client::ChatGatewayClient};
+use connect_chat_gateway::sim::{Operation, SimConfig, SimHandle, Simulator};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+const LEASE_TTL: Duration = Duration::from_secs(2);
+
+type Client = ChatGatewayClient<Channel>;
+type Seen = Arc<Mutex<Vec<(Instant, pb::ChatEvent)>>>;
+
+fn replicas(sim: &SimHandle, store: &str, prefix: &str, cluster: bool) -> Vec<GatewayProc> {
+    let mut extra = vec!["--lease-ttl", "2s", "--connection-rate", "200"];
+    if cluster {
+        extra.push("--store-cluster");
+    }
+    (0..3)
+        .map(|_| GatewayProc::spawn(&sim.endpoint(), store, prefix, &extra))
+        .collect()
+}
+
+async fn clients(procs: &[GatewayProc]) -> Vec<Client> {
+    let mut out = Vec::new();
+    for p in procs {
+        out.push(p.client().await);
+    }
+    out
+}
+
+async fn start(client: &mut Client, name: &str) -> pb::StartChatResponse {
+    client
+        .start_chat(pb::StartChatRequest {
+            display_name: name.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("StartChat")
+        .into_inner()
+}
+
+/// A Subscribe stream read in the background into a shared list, until it ends.
+async fn subscribe(client: &mut Client, chat: &pb::StartChatResponse) -> Seen {
+    let mut stream = client
+        .subscribe(pb::SubscribeRequest {
+            chat: Some(chat_ref(chat)),
+            resume_cursor: String::new(),
+        })
+        .await
+        .expect("Subscribe")
+        .into_inner();
+    let seen: Seen = Arc::default();
+    let out = seen.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(ev)) = stream.message().await {
+            out.lock().unwrap().push((Instant::now(), ev));
+        }
+    });
+    // The stream is live once its first event arrived.
+    wait_for("the stream's first event", || {
+        !seen.lock().unwrap().is_empty()
+    })
+    .await;
+    seen
+}
+
+fn texts(seen: &Seen, role: pb::ParticipantRole) -> Vec<String> {
+    let events: Vec<pb::ChatEvent> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, e)| e.clone())
+        .collect();
+    match role {
+        pb::ParticipantRole::Agent => agent_texts(&events),
+        _ => customer_texts(&events),
+    }
+}
+
+/// The (item id, cursor) of every item event from the first one with `from` text on.
+fn positions(seen: &Seen, from: &str) -> Vec<(String, String)> {
+    let seen = seen.lock().unwrap();
+    let start = seen
+        .iter()
+        .position(|(_, e)| matches!(&e.event, Some(Event::Message(m)) if m.content == from))
+        .expect("the first message arrived");
+    seen[start..]
+        .iter()
+        .filter(|(_, e)| !e.item_id.is_empty())
+        .map(|(_, e)| (e.item_id.clone(), e.cursor.clone()))
+        .collect()
+}
+
+async fn one_socket_per_contact(store: &str, cluster: bool) {
+    let sim = Simulator::start(SimConfig {
+        agent: fast_agent(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let prefix = unique_prefix("cluster");
+    let procs = replicas(&sim, store, &prefix, cluster);
+    let mut clients = clients(&procs).await;
+    const CHATS: usize = 20;
+    let mut chats = Vec::new();
+    for i in 0..CHATS {
+        chats.push(start(&mut clients[i % 3], &format!("c{i}")).await);
+    }
+    // A subscriber for every chat on every replica.
+    let mut subs: Vec<Vec<Seen>> = Vec::new();
+    for chat in &chats {
+        let mut per_chat = Vec::new();
+        for c in clients.iter_mut() {
+            per_chat.push(subscribe(c, chat).await);
+        }
+        subs.push(per_chat);
+    }
+    // Three messages per chat, each through another replica; the agent answers each.
+    for round in 0..3 {
+        for (i, chat) in chats.iter().enumerate() {
+            clients[(i + round) % 3]
+                .send_message(pb::SendMessageRequest {
+                    chat: Some(chat_ref(chat)),
+                    content: format!("m{round}"),
+                    ..Default::default()
+                })
+                .await
+                .expect("SendMessage on any replica");
+        }
+    }
+    for per_chat in &subs {
+        for s in per_chat {
+            wait_for(
+                "three customer messages and three answers everywhere",
+                || {
+                    texts(s, pb::ParticipantRole::Customer).len() >= 3
+                        && texts(s, pb::ParticipantRole::Agent).len() >= 3
+                },
+            )
+            .await;
+        }
+    }
+    for (chat, per_chat) in chats.iter().zip(&subs) {
+        assert_eq!(
+            sim.open_sockets(&chat.contact_id),
+            1,
+            "one socket for the contact"
+        );
+        let first = positions(&per_chat[0], "m0");
+        assert!(first.len() >= 6, "{first:?}");
+        for other in &per_chat[1..] {
+            let theirs = positions(other, "m0");
+            let n = first.len().min(theirs.len());
+            assert_eq!(
+                first[..n],
+                theirs[..n],
+                "the same events, order and cursors"
+            );
+        }
+        assert_eq!(
+            texts(&per_chat[0], pb::ParticipantRole::Customer),
+            ["m0", "m1", "m2"]
+        );
+    }
+    assert_eq!(
+        sim.calls(Operation::CreateParticipantConnection),
+        CHATS as u64,
+        "one CreateParticipantConnection per contact"
+    );
+    drop(procs);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_redis_hold_one_socket_per_contact() {
+    one_socket_per_contact(REDIS, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_a_redis_cluster_hold_one_socket_per_contact() {
+    let cluster = RedisCluster::start().await;
+    one_socket_per_contact(&cluster.store_url(), true).await;
+}
+
+/// Chats owned by replica 0, subscribers on replicas 1 and 2, the agent talking all along;
+/// replica 0 is then stopped by `stop`. Returns the longest time any stream waited for its
+/// first message said after the stop.
+async fn failover(stop: impl FnOnce(&mut GatewayProc)) -> Duration {
+    let sim = Simulator::start(SimConfig {
+        agent: fast_agent(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let prefix = unique_prefix("failover");
+    let mut procs = replicas(&sim, REDIS, &prefix, false);
+    let mut clients = clients(&procs).await;
+    const CHATS: usize = 10;
+    let mut chats = Vec::new();
+    for i in 0..CHATS {
+        chats.push(start(&mut clients[0], &format!("f{i}")).await);
+    }
+    let mut subs = Vec::new();
+    for chat in &chats {
+        wait_for("the owner's socket", || {
+            sim.open_sockets(&chat.contact_id) == 1
+        })
+        .await;
+        subs.push([
+            subscribe(&mut clients[1], chat).await,
+            subscribe(&mut clients[2], chat).await,
+        ]);
+    }
+    // The agent says a numbered line in every chat every 40 ms, before and after the stop.
+    let said = Arc::new(Mutex::new(0usize));
+    let talk = {
+        let (sim, chats, said) = (sim.clone(), chats.clone(), said.clone());
+        tokio::spawn(async move {
+            for n in 0..60 {
+                for chat in &chats {
+                    sim.agent_say(&chat.contact_id, &format!("line {n}"))
+                        .unwrap();
+                }
+                *said.lock().unwrap() = n + 1;
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        })
+    };
+    wait_for("a third of the lines", || *said.lock().unwrap() >= 20).await;
+    let stopped_at = Instant::now();
+    let said_before = *said.lock().unwrap();
+    stop(&mut procs[0]);
+    talk.await.unwrap();
+    let expected: Vec<String> = (0..60).map(|n| format!("line {n}")).collect();
+    let mut worst = Duration::ZERO;
+    for (chat, pair) in chats.iter().zip(&subs) {
+        for s in pair {
+            wait_for("every line on every surviving replica", || {
+                texts(s, pb::ParticipantRole::Agent)
+                    .iter()
+                    .any(|t| t == "line 59")
+            })
+            .await;
+            let lines: Vec<String> = texts(s, pb::ParticipantRole::Agent)
+                .into_iter()
+                .filter(|t| t.starts_with("line "))
+                .collect();
+            // What the subscriber saw from its first line on is the transcript's order,
+            // with nothing lost or repeated.
+            let first: usize = lines[0]["line ".len()..].parse().unwrap();
+            assert_eq!(
+                lines,
+                expected[first..],
+                "0 lost, 0 duplicated, 0 reordered"
+            );
+            let back = s
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(_, e)| {
+                    matches!(&e.event, Some(Event::Message(m))
+                        if m.content.strip_prefix("line ")
+                            .and_then(|n| n.parse::<usize>().ok())
+                            .is_some_and(|n| n > said_before))
+                })
+                .map(|(at, _)| at.duration_since(stopped_at))
+                .expect("a line after the stop");
+            worst = worst.max(back);
+        }
+        assert_eq!(
+            sim.open_sockets(&chat.contact_id),
+            1,
+            "one socket after the take-over"
+        );
+        let transcript: Vec<String> = sim
+            .transcript(&chat.contact_id)
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["Content"].as_str().map(str::to_owned))
+            .filter(|t| t.starts_with("line "))
+            .collect();
+        assert_eq!(transcript, expected);
+    }
+    drop(procs);
+    sim.shutdown().await;
+    worst
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owner_is_replaced_within_the_lease_ttl() {
+    let worst = failover(|p| p.kill()).await;
+    eprintln!("after SIGKILL of the owner, every stream was back within {worst:?}");
+    assert!(
+        worst <= LEASE_TTL + Duration::from_secs(1),
+        "streams back after {worst:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_the_chats_over_at_once() {
+    let worst = failover(|p| p.terminate()).await;
+    eprintln!("after SIGTERM of the owner, every stream was back within {worst:?}");
+    assert!(
+        worst <= Duration::from_secs(1),
+        "streams back after {worst:?}"
+    );
+}
