@@ -42,6 +42,29 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// Ends, in the background, a chat Connect started but the store could not record.
+    fn end_untracked(&self, contact_id: String, participant_token: Secret) {
+        let upstream = self.sessions.upstream().clone();
+        tokio::spawn(async move {
+            let ended = async {
+                let c = upstream
+                    .create_connection(&participant_token, false)
+                    .await?;
+                upstream
+                    .disconnect(&c.connection_token, &new_client_token())
+                    .await
+            };
+            match ended.await {
+                Ok(_) => {
+                    tracing::warn!(%contact_id, "the store could not record a new chat; ended it at Connect")
+                }
+                Err(e) => {
+                    tracing::error!(%contact_id, error = %e, "the store could not record a new chat, and ending it at Connect failed")
+                }
+            }
+        });
+    }
+
     pub(super) async fn start_chat_inner(
         &self,
         request: Request<pb::StartChatRequest>,
@@ -69,7 +92,8 @@ impl Gateway {
             .await
             .map_err(ApiError::from)?;
         let chat_token = secret::new_chat_token();
-        let record = self
+        let participant_token = started.participant_token.clone();
+        let record = match self
             .sessions
             .store()
             .upsert(ChatRecord {
@@ -83,7 +107,15 @@ impl Gateway {
                 owner: principal.id.clone(),
             })
             .await
-            .map_err(ApiError::from)?;
+        {
+            Ok(record) => record,
+            Err(e) => {
+                // Nothing could serve a chat the store does not know: end it at Connect
+                // rather than leave a customer-less contact waiting for an agent.
+                self.end_untracked(started.contact_id, participant_token);
+                return Err(ApiError::from(e).into());
+            }
+        };
         if record.owner != principal.id {
             // A client token replayed by another caller names that caller's chat.
             return Err(ApiError::PermissionDenied.into());

@@ -174,6 +174,26 @@ async fn one_socket_per_contact(store: &str, cluster: bool) {
         CHATS as u64,
         "one CreateParticipantConnection per contact"
     );
+    // EndChat through a replica that does not own the chat ends it for every subscriber.
+    clients[1]
+        .end_chat(pb::EndChatRequest {
+            chat: Some(chat_ref(&chats[0])),
+        })
+        .await
+        .expect("EndChat on a replica without the socket");
+    for s in &subs[0] {
+        wait_for("the chat's end on every replica", || {
+            s.lock()
+                .unwrap()
+                .iter()
+                .any(|(_, e)| matches!(e.event, Some(Event::ChatEnded(_))))
+        })
+        .await;
+    }
+    wait_for("the ended chat's socket closed", || {
+        sim.open_sockets(&chats[0].contact_id) == 0
+    })
+    .await;
     drop(procs);
     sim.shutdown().await;
 }
@@ -311,4 +331,103 @@ async fn sigterm_hands_the_chats_over_at_once() {
         worst <= Duration::from_secs(1),
         "streams back after {worst:?}"
     );
+}
+
+async fn grpc_health(p: &GatewayProc) -> i32 {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let channel = Channel::from_shared(format!("http://{}", p.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: "chatgateway.v1.ChatGateway".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+/// Waits until the gateway's `/readyz` answers `code` and gRPC health says `status`.
+async fn wait_readiness(p: &GatewayProc, code: u16, status: i32) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (got, _) = http_get(p.admin, "/readyz").await;
+        if got == code && grpc_health(p).await == status {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readiness stayed {got}, not {code}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_is_not_ready_and_starts_no_contact() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let sim = Simulator::start(SimConfig {
+        agent: fast_agent(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let port = crate::support::procs::free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    // The gateway starts with nothing listening where its Redis should be.
+    let gw = GatewayProc::spawn(&sim.endpoint(), &url, &unique_prefix("down"), &[]);
+    wait_readiness(&gw, 503, ServingStatus::NotServing as i32).await;
+    let mut client = gw.client().await;
+    let refused = client
+        .start_chat(pb::StartChatRequest {
+            display_name: "Ada".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    use tonic_types::StatusExt;
+    assert!(
+        refused.get_details_retry_info().is_some(),
+        "RetryInfo: {refused:?}"
+    );
+    assert_eq!(
+        sim.calls(Operation::StartChatContact),
+        0,
+        "no contact started that nothing could track"
+    );
+
+    // Redis comes up: ready, and chats start.
+    let mut redis = crate::support::procs::RedisServer::start(port).await;
+    wait_readiness(&gw, 200, ServingStatus::Serving as i32).await;
+    let chat = start(&mut client, "Ada").await;
+    let seen = subscribe(&mut client, &chat).await;
+    client
+        .send_message(pb::SendMessageRequest {
+            chat: Some(chat_ref(&chat)),
+            content: "hello".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    wait_for("the answer", || {
+        !texts(&seen, pb::ParticipantRole::Agent).is_empty()
+    })
+    .await;
+
+    // Redis goes away again: not ready, and calls say UNAVAILABLE.
+    redis.stop();
+    wait_readiness(&gw, 503, ServingStatus::NotServing as i32).await;
+    let status = client
+        .get_chat(pb::GetChatRequest {
+            chat: Some(chat_ref(&chat)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    drop(gw);
+    sim.shutdown().await;
 }
