@@ -431,3 +431,120 @@ async fn redis_down_is_not_ready_and_starts_no_contact() {
     drop(gw);
     sim.shutdown().await;
 }
+
+/// The chaos run across replicas: chats started on replica 0 (their owner), customers
+/// sending through replica 1, subscribers reading on replica 2, while the monkey drops
+/// sockets, throttles, fails calls and expires tokens, and replica 0 is killed halfway.
+/// Every agent message reaches its subscriber once and in order; every customer message is
+/// in the transcript once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_chaos_with_an_owner_killed_loses_nothing() {
+    use crate::support::chaos::{customer, monkey, subscriber, tally, Tally};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const CHATS: usize = 6;
+    const MESSAGES: usize = 20;
+    let sim = Simulator::start(SimConfig {
+        agent: connect_chat_gateway::sim::AgentConfig {
+            join_delay: Duration::from_millis(10),
+            reply_delay: Duration::from_millis(5),
+            ..Default::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let prefix = unique_prefix("chaos");
+    let extra = [
+        "--lease-ttl",
+        "2s",
+        "--connection-rate",
+        "0",
+        "--caller-rate",
+        "0",
+        "--reconnect-min",
+        "20ms",
+        "--reconnect-max",
+        "300ms",
+        "--upstream-timeout",
+        "3s",
+    ];
+    let mut procs: Vec<GatewayProc> = (0..3)
+        .map(|_| GatewayProc::spawn(&sim.endpoint(), REDIS, &prefix, &extra))
+        .collect();
+    let mut clients = clients(&procs).await;
+    let mut refs = Vec::new();
+    for i in 0..CHATS {
+        refs.push(chat_ref(
+            &start(&mut clients[0], &format!("chaos {i}")).await,
+        ));
+    }
+    let mut subscribers = Vec::new();
+    for c in &refs {
+        let stream = clients[2]
+            .subscribe(pb::SubscribeRequest {
+                chat: Some(c.clone()),
+                resume_cursor: String::new(),
+            })
+            .await
+            .expect("subscribe")
+            .into_inner();
+        subscribers.push(tokio::spawn(subscriber(
+            clients[2].clone(),
+            c.clone(),
+            MESSAGES,
+            Some(stream),
+        )));
+    }
+    let senders: Vec<_> = refs
+        .iter()
+        .map(|c| tokio::spawn(customer(clients[1].clone(), c.clone(), MESSAGES)))
+        .collect();
+    let done = Arc::new(AtomicBool::new(false));
+    let ids: Vec<String> = refs.iter().map(|c| c.contact_id.clone()).collect();
+    let monkey = monkey(sim.clone(), ids, 11, 20, done.clone());
+    // Halfway through the customers' messages, the owner of every chat dies.
+    wait_for("half of the customer messages", || {
+        refs.iter().all(|c| {
+            sim.transcript(&c.contact_id).is_some_and(|t| {
+                t.iter()
+                    .filter(|i| i["ParticipantRole"] == "CUSTOMER" && i["Type"] == "MESSAGE")
+                    .count()
+                    >= MESSAGES / 2
+            })
+        })
+    })
+    .await;
+    procs[0].kill();
+    let mut retries = 0;
+    for s in senders {
+        retries += s.await.expect("customer task");
+    }
+    done.store(true, Ordering::Relaxed);
+    let faults = monkey.await.expect("monkey");
+    let mut t = Tally::default();
+    let mut resumes = 0;
+    for (chat, sub) in refs.iter().zip(subscribers) {
+        let (ids, r) = sub.await.expect("subscriber task");
+        resumes += r;
+        let transcript = sim.transcript(&chat.contact_id).expect("chat known");
+        tally(&mut t, &transcript, &ids, MESSAGES, &chat.contact_id);
+    }
+    let connections = sim.calls(Operation::CreateParticipantConnection);
+    println!(
+        "cluster chaos: chats={CHATS} faults={faults} owner_killed=1 delivered={} lost={} \
+         duplicated={} reordered={} send_retries={retries} resumes={resumes} \
+         create_participant_connection={connections}",
+        t.delivered, t.lost, t.duplicated, t.reordered
+    );
+    assert_eq!((t.lost, t.duplicated, t.reordered), (0, 0, 0));
+    assert_eq!(t.delivered, CHATS * MESSAGES);
+    assert_eq!(t.customer_once, CHATS * MESSAGES);
+    for c in &refs {
+        wait_for("one socket per chat after the chaos", || {
+            sim.open_sockets(&c.contact_id) == 1
+        })
+        .await;
+    }
+    drop(procs);
+    sim.shutdown().await;
+}

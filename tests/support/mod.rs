@@ -8,6 +8,7 @@
 //! glob import.
 #![allow(dead_code)]
 
+pub mod chaos;
 pub mod gateway;
 pub mod procs;
 pub mod sim;
