@@ -105,7 +105,19 @@ pub struct GatewayChat {
 /// StartChat, Subscribe, and wait for the upstream to be connected; then hand the stream to a
 /// receiver task in `tasks`.
 pub async fn gateway_chat(
+    client: ChatGatewayClient<Channel>,
+    name: String,
+    recorder: Arc<Recorder>,
+    tasks: &Mutex<tokio::task::JoinSet<()>>,
+) -> Result<GatewayChat, String> {
+    gateway_chat_via(client.clone(), client, name, recorder, tasks).await
+}
+
+/// [`gateway_chat`] with StartChat through `client` and Subscribe through `subscriber` (in
+/// cluster mode, another replica).
+pub async fn gateway_chat_via(
     mut client: ChatGatewayClient<Channel>,
+    mut subscriber: ChatGatewayClient<Channel>,
     name: String,
     recorder: Arc<Recorder>,
     tasks: &Mutex<tokio::task::JoinSet<()>>,
@@ -120,7 +132,7 @@ pub async fn gateway_chat(
         .map_err(|s| format!("StartChat: {}", s.message()))?
         .into_inner();
     let start = t0.elapsed();
-    let mut stream = client
+    let mut stream = subscriber
         .subscribe(pb::SubscribeRequest {
             chat: Some(pb::ChatRef {
                 contact_id: started.contact_id.clone(),

@@ -8,6 +8,7 @@
 //! - [`report`]: the figures, the table and the targets.
 
 pub mod clients;
+pub mod cluster;
 pub mod procs;
 pub mod report;
 pub mod stats;
@@ -74,6 +75,8 @@ pub struct BenchConfig {
     pub streams_per_connection: usize,
     /// Pause before each memory reading, so heartbeats and allocator caches settle.
     pub settle_secs: f64,
+    /// Run the cluster round (three replicas on a private `redis-server`).
+    pub cluster: bool,
 }
 
 impl BenchConfig {
@@ -97,6 +100,7 @@ impl BenchConfig {
             tls: true,
             streams_per_connection: 100,
             settle_secs: 2.0,
+            cluster: cluster::available(),
         }
     }
 }
@@ -123,64 +127,80 @@ struct Round {
     endpoint: String,
 }
 
+/// Starts the simulator for `total` chats; answers it, its address and its endpoint URL.
+async fn spawn_sim(
+    cfg: &BenchConfig,
+    total: usize,
+    tls: bool,
+) -> Result<(Proc, SocketAddr, String)> {
+    let mut sim_args: Vec<String> = ["--bind", "127.0.0.1:0", "--silent", "--join-delay-ms", "0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    sim_args.extend(["--max-chats".into(), (2 * total + 1000).to_string()]);
+    let ca_file = cfg.work_dir.join("sim-ca.pem");
+    if tls {
+        std::fs::create_dir_all(&cfg.work_dir)?;
+        sim_args.extend([
+            "--tls".into(),
+            "--tls-ca-file".into(),
+            ca_file.display().to_string(),
+        ]);
+    }
+    let (sim, out) = Proc::spawn("connect-sim", &cfg.sim_bin, &sim_args)?;
+    let endpoint = procs::read_until("connect-sim", out, Duration::from_secs(20), |line| {
+        line.strip_prefix("connect-sim endpoint: ")
+            .map(str::to_owned)
+    })
+    .await?;
+    let sim_addr: SocketAddr = endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .map_err(|e| BenchError(format!("simulator endpoint {endpoint}: {e}")))?;
+    Ok((sim, sim_addr, endpoint))
+}
+
+/// The gateway's flags for a round of `total` chats on the simulator at `endpoint`.
+fn gateway_args(cfg: &BenchConfig, endpoint: &str, listen: &str, total: usize) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--listen".into(),
+        listen.into(),
+        "--endpoint-url".into(),
+        endpoint.into(),
+        "--static-credentials".into(),
+        "--instance-id".into(),
+        clients::INSTANCE_ID.into(),
+        "--contact-flow-id".into(),
+        clients::CONTACT_FLOW_ID.into(),
+        "--max-live-chats".into(),
+        (total + 100).to_string(),
+        "--max-stored-chats".into(),
+        (2 * total + 1000).to_string(),
+        "--session-idle-timeout".into(),
+        "1h".into(),
+        // The bench is one caller opening thousands of chats and sockets at once: lift
+        // the limits that protect a real instance from exactly that.
+        "--connection-rate".into(),
+        "0".into(),
+        "--caller-rate".into(),
+        "0".into(),
+        "--max-chats-per-caller".into(),
+        (2 * total + 1000).to_string(),
+        "--max-concurrent-streams".into(),
+        (cfg.streams_per_connection + 256).to_string(),
+    ];
+    args.extend(["--admin-listen".into(), "off".into()]);
+    args
+}
+
 impl Round {
     async fn start(cfg: &BenchConfig, tls: bool) -> Result<Self> {
         let total = cfg.total_chats();
-        let mut sim_args: Vec<String> =
-            ["--bind", "127.0.0.1:0", "--silent", "--join-delay-ms", "0"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-        sim_args.extend(["--max-chats".into(), (2 * total + 1000).to_string()]);
+        let (sim, sim_addr, endpoint) = spawn_sim(cfg, total, tls).await?;
         let ca_file = cfg.work_dir.join("sim-ca.pem");
-        if tls {
-            std::fs::create_dir_all(&cfg.work_dir)?;
-            sim_args.extend([
-                "--tls".into(),
-                "--tls-ca-file".into(),
-                ca_file.display().to_string(),
-            ]);
-        }
-        let (sim, out) = Proc::spawn("connect-sim", &cfg.sim_bin, &sim_args)?;
-        let endpoint = procs::read_until("connect-sim", out, Duration::from_secs(20), |line| {
-            line.strip_prefix("connect-sim endpoint: ")
-                .map(str::to_owned)
-        })
-        .await?;
-        let sim_addr: SocketAddr = endpoint
-            .trim_start_matches("http://")
-            .parse()
-            .map_err(|e| BenchError(format!("simulator endpoint {endpoint}: {e}")))?;
-
         let port = procs::free_port()?;
         let listen = format!("127.0.0.1:{port}");
-        let mut gw_args: Vec<String> = vec![
-            "--listen".into(),
-            listen.clone(),
-            "--endpoint-url".into(),
-            endpoint.clone(),
-            "--static-credentials".into(),
-            "--instance-id".into(),
-            clients::INSTANCE_ID.into(),
-            "--contact-flow-id".into(),
-            clients::CONTACT_FLOW_ID.into(),
-            "--max-live-chats".into(),
-            (total + 100).to_string(),
-            "--max-stored-chats".into(),
-            (2 * total + 1000).to_string(),
-            "--session-idle-timeout".into(),
-            "1h".into(),
-            // The bench is one caller opening thousands of chats and sockets at once: lift
-            // the limits that protect a real instance from exactly that.
-            "--connection-rate".into(),
-            "0".into(),
-            "--caller-rate".into(),
-            "0".into(),
-            "--max-chats-per-caller".into(),
-            (2 * total + 1000).to_string(),
-            "--max-concurrent-streams".into(),
-            (cfg.streams_per_connection + 256).to_string(),
-        ];
+        let mut gw_args = gateway_args(cfg, &endpoint, &listen, total);
         if tls {
             gw_args.extend(["--upstream-ca-file".into(), ca_file.display().to_string()]);
         }
@@ -549,6 +569,14 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
         drop(cap_tasks);
         round.stop().await;
         let _ = std::fs::remove_dir_all(&cfg.work_dir);
+    }
+    if cfg.cluster {
+        eprintln!(
+            "bench: cluster round: {} replicas on one Redis",
+            cluster::REPLICAS
+        );
+        let single = report.latency.as_ref().map(|l| l.gateway.clone());
+        report.cluster = Some(cluster::run(cfg, single.as_ref()).await?);
     }
     report.machine.load_average_after = procs::load_average();
     report.check_targets();

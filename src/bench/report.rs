@@ -208,6 +208,72 @@ impl ThroughputReport {
     }
 }
 
+/// Cluster mode: replicas on one Redis, every event crossing it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterReport {
+    pub replicas: usize,
+    pub chats: usize,
+    /// Agent push -> subscriber on a replica without the socket.
+    pub latency: Summary,
+    /// The single-process gateway's latency of the same run, for comparison.
+    pub single_p50_ms: Option<f64>,
+    pub single_p99_ms: Option<f64>,
+    /// What the Redis hop adds over one process.
+    pub added_p50_ms: Option<f64>,
+    pub added_p99_ms: Option<f64>,
+    pub pushed: u64,
+    pub behind: u64,
+    pub secs: f64,
+    pub delivered: u64,
+    pub delivered_total: u64,
+    pub events_per_s: f64,
+    /// Commands Redis processed during the throughput phase, per delivered event.
+    pub redis_commands: u64,
+    pub redis_commands_per_event: f64,
+    /// CPU of each replica and of Redis during the throughput phase, in cores.
+    pub gateway_cores: Vec<f64>,
+    pub redis_cores: f64,
+    pub streams_ended: u64,
+}
+
+impl ClusterReport {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        chats: usize,
+        latency: Summary,
+        single: Option<&Summary>,
+        load: &Value,
+        secs: f64,
+        delivered: u64,
+        delivered_total: u64,
+        redis_commands: u64,
+        gateway_cores: Vec<f64>,
+        redis_cores: f64,
+        streams_ended: u64,
+    ) -> Self {
+        ClusterReport {
+            replicas: gateway_cores.len(),
+            chats,
+            single_p50_ms: single.map(|s| s.p50_ms),
+            single_p99_ms: single.map(|s| s.p99_ms),
+            added_p50_ms: single.map(|s| latency.p50_ms - s.p50_ms),
+            added_p99_ms: single.map(|s| latency.p99_ms - s.p99_ms),
+            latency,
+            pushed: load["pushed"].as_u64().unwrap_or(0),
+            behind: load["behind"].as_u64().unwrap_or(0),
+            secs,
+            delivered,
+            delivered_total,
+            events_per_s: ratio(delivered as f64, secs),
+            redis_commands,
+            redis_commands_per_event: ratio(redis_commands as f64, delivered as f64),
+            gateway_cores,
+            redis_cores,
+            streams_ended,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Target {
     pub name: String,
@@ -224,6 +290,7 @@ pub struct Report {
     pub latency: Option<LatencyReport>,
     pub capacity: Vec<CapacityReport>,
     pub throughput: Option<ThroughputReport>,
+    pub cluster: Option<ClusterReport>,
     pub targets: Vec<Target>,
 }
 
@@ -266,6 +333,7 @@ impl Report {
             latency: None,
             capacity: Vec::new(),
             throughput: None,
+            cluster: None,
             targets: Vec::new(),
         }
     }
@@ -463,6 +531,37 @@ impl Report {
                 t.sim_cores,
                 t.bench_cores,
                 t.streams_ended
+            );
+        }
+        if let Some(c) = &self.cluster {
+            let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3} ms"));
+            let _ = writeln!(
+                o,
+                "\ncluster: {} replicas on one Redis, {} chats owned by one replica and read on the others",
+                c.replicas, c.chats
+            );
+            let _ = writeln!(
+                o,
+                "  latency p50 {:.3} ms (one process {}, added {}); p99 {:.3} ms (one process {}, added {})",
+                c.latency.p50_ms,
+                opt(c.single_p50_ms),
+                opt(c.added_p50_ms),
+                c.latency.p99_ms,
+                opt(c.single_p99_ms),
+                opt(c.added_p99_ms)
+            );
+            let cores: Vec<String> = c.gateway_cores.iter().map(|v| format!("{v:.2}")).collect();
+            let _ = writeln!(
+                o,
+                "  {:.0} events/s delivered ({} pushed, {} delivered in {:.1} s); {:.2} Redis commands per event; replicas {} cores; Redis {:.2} cores; streams ended {}",
+                c.events_per_s,
+                c.pushed,
+                c.delivered,
+                c.secs,
+                c.redis_commands_per_event,
+                cores.join(" / "),
+                c.redis_cores,
+                c.streams_ended
             );
         }
         let _ = writeln!(o, "\ntargets:");

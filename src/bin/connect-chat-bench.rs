@@ -44,6 +44,10 @@ struct Args {
     /// Skip the capacity round with wss:// upstream sockets.
     #[arg(long)]
     no_tls: bool,
+    /// Skip the cluster round (three replicas on a private redis-server; run when
+    /// redis-server is on the PATH).
+    #[arg(long)]
+    no_cluster: bool,
     /// Subscribe streams per gRPC connection.
     #[arg(long, default_value_t = 100)]
     streams_per_connection: usize,
@@ -72,6 +76,7 @@ async fn main() -> ExitCode {
     cfg.throughput_secs = args.throughput_secs;
     cfg.idle_secs = args.idle_secs;
     cfg.tls = !args.no_tls;
+    cfg.cluster = cfg.cluster && !args.no_cluster;
     cfg.streams_per_connection = args.streams_per_connection;
     if let Some(p) = args.sim_bin {
         cfg.sim_bin = p;

@@ -1,4 +1,4 @@
-//! The bench at a tiny size: both rounds (ws and wss), every phase, a few seconds. The
+//! The bench at a tiny size: every round (ws, wss, cluster), every phase, a few seconds. The
 //! binaries are the debug builds cargo made for the tests, so the figures mean nothing here;
 //! the test checks that every phase ran and delivered.
 
@@ -39,6 +39,18 @@ async fn the_bench_runs_every_phase_at_a_tiny_size() {
         t.delivered_total > 0 && t.delivered_total <= t.pushed,
         "{t:?}"
     );
+    let c = report
+        .cluster
+        .as_ref()
+        .expect("cluster figures (redis-server is installed)");
+    assert_eq!(c.replicas, 3);
+    assert!(c.latency.count > 50, "{c:?}");
+    assert!(
+        c.delivered_total > 0 && c.delivered_total <= c.pushed,
+        "{c:?}"
+    );
+    assert!(c.redis_commands > 0, "{c:?}");
+    assert_eq!(c.streams_ended, 0, "{c:?}");
     assert!(!report.targets.is_empty());
     assert!(report.table().contains("targets:"));
 }

@@ -1,0 +1,221 @@
+//! The cluster round: three gateway processes on one private Redis, chats started on the
+//! first (their owner) and read on the other two, so that every event crosses Redis. It
+//! measures the latency the Redis hop adds (next to the single-process figures), the events
+//! per second delivered through the replicas, and the Redis commands per delivered event.
+
+use super::clients::{self, GatewayPool, Recorder};
+use super::procs::{self, CpuMark, Proc};
+use super::report::ClusterReport;
+use super::{stats, BenchConfig, BenchError, Result};
+use futures::StreamExt;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+/// Replicas in the round.
+pub const REPLICAS: usize = 3;
+
+/// A sealing key for the bench's throw-away Redis.
+const STORE_KEYS: &str = "bench:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// Whether `redis-server` can be run here.
+pub fn available() -> bool {
+    std::process::Command::new("redis-server")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+async fn wait_listening(addr: SocketAddr, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if Instant::now() > deadline {
+            return Err(BenchError(format!("{what} did not listen on {addr}")));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Commands Redis has processed since it started (`INFO stats`).
+async fn redis_commands(url: &str) -> Result<u64> {
+    let client = redis::Client::open(url).map_err(|e| BenchError(e.to_string()))?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| BenchError(format!("Redis: {e}")))?;
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| BenchError(format!("Redis INFO: {e}")))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| BenchError("Redis INFO has no total_commands_processed".into()))
+}
+
+/// Runs the round; `single` is the single-process latency summary, for comparison.
+pub async fn run(cfg: &BenchConfig, single: Option<&stats::Summary>) -> Result<ClusterReport> {
+    let chats = cfg.setup_chats;
+    let total = chats + cfg.concurrency;
+    let redis_port = procs::free_port()?;
+    let (redis, out) = Proc::spawn(
+        "redis-server",
+        Path::new("redis-server"),
+        &[
+            "--port".into(),
+            redis_port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+        ],
+    )?;
+    procs::forward("redis-server", out);
+    let redis_addr: SocketAddr = ([127, 0, 0, 1], redis_port).into();
+    wait_listening(redis_addr, "redis-server").await?;
+    let redis_url = format!("redis://{redis_addr}");
+
+    let (sim, sim_addr, endpoint) = super::spawn_sim(cfg, total, false).await?;
+    let mut gateways = Vec::new();
+    let mut pools = Vec::new();
+    for _ in 0..REPLICAS {
+        let port = procs::free_port()?;
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = super::gateway_args(cfg, &endpoint, &listen, total);
+        args.extend(
+            [
+                "--store",
+                &redis_url,
+                "--store-keys",
+                STORE_KEYS,
+                "--lease-ttl",
+                "15s",
+            ]
+            .map(String::from),
+        );
+        let (gw, out) = Proc::spawn("connect-chat-gateway", &cfg.gateway_bin, &args)?;
+        procs::forward("connect-chat-gateway", out);
+        let addr: SocketAddr = listen.parse().map_err(|e| BenchError(format!("{e}")))?;
+        wait_listening(addr, "the gateway").await?;
+        pools.push(GatewayPool::connect(addr, total, cfg.streams_per_connection).await?);
+        gateways.push(gw);
+    }
+
+    eprintln!("bench: cluster: {chats} chats started on replica 1, read on replicas 2 and 3");
+    let rec = Arc::new(Recorder::default());
+    let tasks = Mutex::new(JoinSet::new());
+    let results: Vec<_> = futures::stream::iter(0..chats)
+        .map(|i| {
+            let owner = pools[0].client(i);
+            let reader = pools[1 + i % (REPLICAS - 1)].client(i);
+            let rec = rec.clone();
+            let tasks = &tasks;
+            async move {
+                tokio::time::timeout(
+                    clients::SETUP_TIMEOUT,
+                    clients::gateway_chat_via(owner, reader, format!("cluster {i}"), rec, tasks),
+                )
+                .await
+                .unwrap_or_else(|_| Err("setup timed out".into()))
+            }
+        })
+        .buffer_unordered(cfg.concurrency.max(1))
+        .collect()
+        .await;
+    let mut ids = Vec::new();
+    let mut failed = Vec::new();
+    for r in results {
+        match r {
+            Ok(c) => ids.push(c.contact_id),
+            Err(e) => failed.push(e),
+        }
+    }
+    if let Some(e) = super::first_error(&failed) {
+        return Err(BenchError(format!("cluster setup: {e}")));
+    }
+
+    eprintln!(
+        "bench: cluster latency: {} stamped messages/s for {} s",
+        cfg.latency_rate, cfg.latency_secs
+    );
+    rec.take_samples();
+    rec.recording.store(true, Ordering::Relaxed);
+    clients::admin_post(
+        sim_addr,
+        "/_sim/load",
+        &json!({
+            "rate": cfg.latency_rate,
+            "millis": (cfg.latency_secs * 1000.0) as u64,
+            "contact_ids": ids,
+            "stamp": true,
+        }),
+        Duration::from_secs_f64(cfg.latency_secs + 60.0),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rec.recording.store(false, Ordering::Relaxed);
+    let latency = stats::summarize(rec.take_samples());
+
+    eprintln!(
+        "bench: cluster throughput: {} messages/s for {} s",
+        cfg.throughput_rate, cfg.throughput_secs
+    );
+    let before = rec.messages.load(Ordering::Relaxed);
+    let commands_before = redis_commands(&redis_url).await?;
+    let marks: Vec<CpuMark> = gateways.iter().map(|g| CpuMark::now(g.pid)).collect();
+    let redis_mark = CpuMark::now(redis.pid);
+    let load = clients::admin_post(
+        sim_addr,
+        "/_sim/load",
+        &json!({
+            "rate": cfg.throughput_rate,
+            "millis": (cfg.throughput_secs * 1000.0) as u64,
+            "contact_ids": ids,
+            "stamp": false,
+        }),
+        Duration::from_secs_f64(cfg.throughput_secs + 60.0),
+    )
+    .await?;
+    let delivered = rec.messages.load(Ordering::Relaxed) - before;
+    let gateway_cores: Vec<f64> = marks
+        .iter()
+        .zip(&gateways)
+        .map(|(m, g)| m.since(g.pid).1)
+        .collect();
+    let (_, redis_cores) = redis_mark.since(redis.pid);
+    let commands = redis_commands(&redis_url)
+        .await?
+        .saturating_sub(commands_before);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let delivered_total = rec.messages.load(Ordering::Relaxed) - before;
+    let secs = load["elapsed_ms"].as_f64().unwrap_or(0.0) / 1e3;
+    let report = ClusterReport::new(
+        chats,
+        latency,
+        single,
+        &load,
+        secs,
+        delivered,
+        delivered_total,
+        commands,
+        gateway_cores,
+        redis_cores,
+        rec.ended.load(Ordering::Relaxed),
+    );
+    drop(tasks);
+    for g in gateways {
+        g.stop(Duration::from_secs(15)).await;
+    }
+    sim.stop(Duration::from_secs(10)).await;
+    redis.stop(Duration::from_secs(5)).await;
+    Ok(report)
+}
