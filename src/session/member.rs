@@ -44,6 +44,10 @@ impl Listener for Session {
                                 stale: current,
                                 reply,
                             });
+                        } else {
+                            // The asker lacks the current token (its key expired or was
+                            // lost): share it again.
+                            link.reshare.notify_one();
                         }
                     }
                 }
@@ -283,6 +287,16 @@ async fn own(
                 }
             },
             _ = link.wake.notified() => catch_up(session).await,
+            _ = link.reshare.notified() => {
+                if let Some(token) = session.current_token() {
+                    let shared = cluster
+                        .put_token(&session.contact_id, &lease, &token, Duration::from_secs(3600))
+                        .await;
+                    if let Err(e) = shared {
+                        tracing::debug!(error = %e, "could not share the connection token again");
+                    }
+                }
+            }
         }
     };
     link.owner.store(false, Ordering::Relaxed);

@@ -159,6 +159,8 @@ pub(crate) struct Link {
     token_changed: Notify,
     /// The owner let go of its lease.
     released: Notify,
+    /// Owner: a replica lacks the current connection token; share it again.
+    reshare: Notify,
 }
 
 /// A live chat. Cheap to share; the actor owns the socket.
@@ -661,6 +663,7 @@ impl Sessions {
                 wake: Notify::new(),
                 token_changed: Notify::new(),
                 released: Notify::new(),
+                reshare: Notify::new(),
             }),
         });
         session.metrics.live_chats.inc();

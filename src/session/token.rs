@@ -20,6 +20,18 @@ impl Session {
     pub async fn connection_token(&self, wait: Duration) -> Result<Secret, SessionError> {
         self.touch();
         let mut rx = self.token.subscribe();
+        if let Some(link) = &self.link {
+            if rx.borrow().is_none() && !link.owner.load(std::sync::atomic::Ordering::Relaxed) {
+                // No shared token yet (or its key was lost): ask the owner to share it.
+                if let Err(e) = link
+                    .cluster
+                    .request_refresh(&self.contact_id, &Secret::new(""))
+                    .await
+                {
+                    tracing::debug!(error = %e, "could not ask the owner for its token");
+                }
+            }
+        }
         let res = tokio::time::timeout(wait, rx.wait_for(|t| t.is_some())).await;
         match res {
             Ok(Ok(t)) => t.clone().ok_or(SessionError::NotReady),

@@ -548,3 +548,59 @@ async fn cluster_chaos_with_an_owner_killed_loses_nothing() {
     drop(procs);
     sim.shutdown().await;
 }
+
+/// Redis lost the shared connection token (an eviction, a failover): a replica without it
+/// asks the owner, which shares it again, and the call goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_shared_token_is_shared_again() {
+    let sim = Simulator::start(SimConfig {
+        agent: fast_agent(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let prefix = unique_prefix("token");
+    let owner = GatewayProc::spawn(&sim.endpoint(), REDIS, &prefix, &["--lease-ttl", "2s"]);
+    let mut a = owner.client().await;
+    let chat = start(&mut a, "Ada").await;
+    let seen = subscribe(&mut a, &chat).await;
+    wait_for("the owner's socket", || {
+        sim.open_sockets(&chat.contact_id) == 1
+    })
+    .await;
+    let redis = redis::Client::open(REDIS).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}conn:{{{}}}", chat.contact_id);
+    let sealed: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let sealed = sealed.expect("the owner shared its token");
+    assert!(
+        sealed.starts_with("s1.test."),
+        "sealed with the configured key"
+    );
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let other = GatewayProc::spawn(&sim.endpoint(), REDIS, &prefix, &["--lease-ttl", "2s"]);
+    let mut b = other.client().await;
+    b.send_message(pb::SendMessageRequest {
+        chat: Some(chat_ref(&chat)),
+        content: "through the other replica".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("the token is shared again");
+    wait_for("the message on the owner's stream", || {
+        texts(&seen, pb::ParticipantRole::Customer) == ["through the other replica"]
+    })
+    .await;
+    assert_eq!(sim.calls(Operation::CreateParticipantConnection), 1);
+    drop((owner, other));
+    sim.shutdown().await;
+}
