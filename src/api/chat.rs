@@ -6,14 +6,103 @@ use super::*;
 /// Store reads in flight at once while a caller's ended chats are pruned.
 const PRUNE_CONCURRENCY: usize = 32;
 
+/// A reserved live-chat slot of a caller: in this process, or in cluster mode in Redis.
+/// Dropped without [`Slot::commit`], it is given back.
+enum Slot<'a> {
+    Local(Option<crate::security::limits::Reservation<'a>>),
+    Shared {
+        cluster: crate::cluster::Cluster,
+        caller: String,
+        reservation: Option<String>,
+    },
+}
+
+impl Slot<'_> {
+    /// The slot now holds the chat `contact_id`.
+    async fn commit(mut self, contact_id: &str) -> Result<(), ApiError> {
+        match &mut self {
+            Slot::Local(r) => {
+                if let Some(r) = r.take() {
+                    r.commit(contact_id);
+                }
+                Ok(())
+            }
+            Slot::Shared {
+                cluster,
+                caller,
+                reservation,
+            } => {
+                let Some(r) = reservation.take() else {
+                    return Ok(());
+                };
+                Ok(cluster.commit_chat(caller, &r, contact_id).await?)
+            }
+        }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Slot::Shared {
+            cluster,
+            caller,
+            reservation: Some(r),
+        } = self
+        {
+            let (cluster, caller, r) = (cluster.clone(), caller.clone(), r.clone());
+            tokio::spawn(async move {
+                // It lapses by itself otherwise.
+                let _ = cluster.release_chat(&caller, &r).await;
+            });
+        }
+    }
+}
+
 impl Gateway {
-    /// Reserves one of the caller's live-chat slots, first forgetting its chats that ended.
-    async fn reserve_chat(
+    /// Cluster mode: reserves one of the caller's live chats across every replica, first
+    /// forgetting its chats that ended.
+    async fn reserve_shared(
         &self,
+        cluster: &crate::cluster::Cluster,
         principal: &Principal,
-    ) -> Result<crate::security::limits::Reservation<'_>, ApiError> {
+    ) -> Result<Slot<'_>, ApiError> {
+        use futures::{StreamExt, TryStreamExt};
+        let max = self.chats_per_caller.max();
+        for attempt in 0..2 {
+            if let Some(r) = cluster.reserve_chat(&principal.id, max).await? {
+                return Ok(Slot::Shared {
+                    cluster: cluster.clone(),
+                    caller: principal.id.clone(),
+                    reservation: Some(r),
+                });
+            }
+            if attempt == 1 {
+                break;
+            }
+            let held = cluster.chats_of(&principal.id, max).await?;
+            let ended: Vec<String> = futures::stream::iter(held)
+                .map(|id| async move {
+                    let record = self.sessions.store().get(&id).await?;
+                    Ok::<_, ApiError>(record.is_none_or(|r| r.ended).then_some(id))
+                })
+                .buffer_unordered(PRUNE_CONCURRENCY)
+                .try_filter_map(|id| async { Ok(id) })
+                .try_collect()
+                .await?;
+            for id in &ended {
+                cluster.release_chat(&principal.id, id).await?;
+            }
+        }
+        Err(ApiError::TooManyChatsForCaller(max))
+    }
+
+    /// Reserves one of the caller's live-chat slots, first forgetting its chats that ended.
+    async fn reserve_chat(&self, principal: &Principal) -> Result<Slot<'_>, ApiError> {
+        if let Some(cluster) = self.sessions.cluster() {
+            return self.reserve_shared(cluster, principal).await;
+        }
         match self.chats_per_caller.reserve(&principal.id) {
-            Ok(slot) => Ok(slot),
+            Ok(slot) => Ok(Slot::Local(Some(slot))),
             Err(max) => {
                 // Chats ending in this process free their slots as they end; these are the
                 // ones that may have ended elsewhere (another replica). Their records are
@@ -35,6 +124,7 @@ impl Gateway {
                 self.chats_per_caller.forget(&ended);
                 self.chats_per_caller
                     .reserve(&principal.id)
+                    .map(|r| Slot::Local(Some(r)))
                     .map_err(|_| ApiError::TooManyChatsForCaller(max))
             }
         }
@@ -70,6 +160,7 @@ impl Gateway {
         request: Request<pb::StartChatRequest>,
     ) -> Result<Response<pb::StartChatResponse>, Status> {
         let principal = Principal::of(&request);
+        self.shared_rate(&principal).await?;
         let mut start = validate_start(request.into_inner(), &self.defaults)?;
         let settings = self.sessions.settings();
         if self.sessions.live_count() >= settings.max_sessions {
@@ -120,7 +211,7 @@ impl Gateway {
             // A client token replayed by another caller names that caller's chat.
             return Err(ApiError::PermissionDenied.into());
         }
-        slot.commit(&record.contact_id);
+        slot.commit(&record.contact_id).await?;
         if !record.ended {
             self.sessions.open(&record).map_err(ApiError::from)?;
         }
@@ -156,6 +247,12 @@ impl Gateway {
             .await
             .map_err(ApiError::from)?;
         self.chats_per_caller.release(&session.contact_id);
+        if let Some(cluster) = self.sessions.cluster() {
+            cluster
+                .release_chat(&session.principal, &session.contact_id)
+                .await
+                .map_err(ApiError::from)?;
+        }
         tracing::info!(contact_id = %session.contact_id, "chat ended by the caller");
         Ok(Response::new(pb::EndChatResponse {}))
     }

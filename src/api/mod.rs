@@ -45,8 +45,11 @@ enum Access {
 pub struct Gateway {
     sessions: Sessions,
     defaults: Arc<ChatDefaults>,
-    /// Live chats per caller, reserved before StartChat spends Connect quota.
+    /// Live chats per caller, reserved before StartChat spends Connect quota (in this
+    /// process; in cluster mode the count is kept in Redis instead).
     chats_per_caller: Arc<ChatsPerCaller>,
+    /// Cluster mode: each caller's requests per second across the replicas (0: off).
+    caller_rate: u32,
 }
 
 impl Gateway {
@@ -59,11 +62,23 @@ impl Gateway {
     pub fn with_limits(sessions: Sessions, defaults: ChatDefaults, limits: &Limits) -> Self {
         let chats_per_caller = Arc::new(ChatsPerCaller::new(limits.max_chats_per_caller));
         let slots = chats_per_caller.clone();
-        sessions.on_chat_end(move |contact_id| slots.release(contact_id));
+        let cluster = sessions.cluster().cloned();
+        sessions.on_chat_end(move |contact_id, principal| {
+            slots.release(contact_id);
+            if let Some(cluster) = cluster.clone() {
+                let (contact_id, principal) = (contact_id.to_owned(), principal.to_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = cluster.release_chat(&principal, &contact_id).await {
+                        tracing::debug!(error = %e, "could not release a caller's chat slot");
+                    }
+                });
+            }
+        });
         Self {
             sessions,
             defaults: Arc::new(defaults),
             chats_per_caller,
+            caller_rate: limits.caller_rate,
         }
     }
 
@@ -76,6 +91,7 @@ impl Gateway {
         principal: &Principal,
         access: Access,
     ) -> Result<ChatRecord, ApiError> {
+        self.shared_rate(principal).await?;
         let inspecting = principal.operator && access == Access::Inspect;
         let chat = check_chat_ref(chat, inspecting)?;
         let record = self
@@ -97,6 +113,25 @@ impl Gateway {
             return Err(ApiError::PermissionDenied);
         }
         Ok(record)
+    }
+
+    /// Cluster mode: spends one of the caller's requests of this second across every
+    /// replica (each replica's own bucket applies first, and alone while Redis is down).
+    async fn shared_rate(&self, principal: &Principal) -> Result<(), ApiError> {
+        let (Some(cluster), true) = (self.sessions.cluster(), self.caller_rate > 0) else {
+            return Ok(());
+        };
+        match cluster
+            .take_rate(&format!("caller:{}", principal.id), self.caller_rate)
+            .await
+        {
+            Ok(None) => Ok(()),
+            Ok(Some(wait)) => Err(ApiError::CallerRate(wait)),
+            Err(e) => {
+                tracing::debug!(error = %e, "shared caller rate unavailable; local rate only");
+                Ok(())
+            }
+        }
     }
 
     /// The chat's live session, refusing ended chats.

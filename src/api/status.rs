@@ -30,6 +30,8 @@ pub enum ApiError {
     DeadlineExceeded,
     #[error("this caller already holds {0} live chats, its limit")]
     TooManyChatsForCaller(usize),
+    #[error("this caller is over its request rate; retry after the delay")]
+    CallerRate(Duration),
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error(transparent)]
@@ -95,6 +97,11 @@ impl From<ApiError> for Status {
             }
             ApiError::DeadlineExceeded => Status::deadline_exceeded(e.to_string()),
             ApiError::TooManyChatsForCaller(_) => Status::resource_exhausted(e.to_string()),
+            ApiError::CallerRate(wait) => Status::with_error_details(
+                Code::ResourceExhausted,
+                e.to_string(),
+                ErrorDetails::with_retry_info(Some(*wait)),
+            ),
             ApiError::Session(s) => match s {
                 SessionError::TooManySessions(_) | SessionError::TooManySubscribers(_) => {
                     Status::resource_exhausted(s.to_string())

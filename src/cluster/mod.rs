@@ -238,6 +238,20 @@ return 0
     )
 });
 
+/// A caller's chats and reservations, in one sorted set scored by expiry (ms). KEYS: the
+/// set. ARGV: now ms, member, its expiry ms, the most, key ttl ms. 1 when reserved.
+static RESERVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+",
+    )
+});
+
 /// A fixed-window counter: KEYS: the window's key. ARGV: limit, window ms. Answers 0 when
 /// taken, else the ms until the window ends.
 static WINDOW: LazyLock<Script> = LazyLock::new(|| {
@@ -625,6 +639,100 @@ impl Cluster {
             .await
             .map_err(unavailable)?;
         Ok((wait > 0).then(|| Duration::from_millis(wait)))
+    }
+}
+
+/// How long a chat reservation holds while its StartChat runs.
+const RESERVATION: Duration = Duration::from_secs(60);
+
+/// The prefix of reservation members in a caller's set (contact ids never start with it).
+const RESERVED: &str = "reserved:";
+
+fn now_ms() -> u64 {
+    ms(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default())
+}
+
+impl Cluster {
+    fn caller_key(&self, caller: &str) -> String {
+        self.keys.global(&format!("caller:{caller}"))
+    }
+
+    /// Reserves one of `caller`'s `max` live chats across the cluster; `None` when it holds
+    /// them all. The answer names the reservation, for [`Cluster::commit_chat`].
+    pub async fn reserve_chat(
+        &self,
+        caller: &str,
+        max: usize,
+    ) -> Result<Option<String>, StoreError> {
+        let member = format!("{RESERVED}{}", uuid::Uuid::new_v4());
+        let now = now_ms();
+        let mut conn = self.conn().await?;
+        let taken: i64 = RESERVE
+            .key(self.caller_key(caller))
+            .arg(now)
+            .arg(&member)
+            .arg(now + ms(RESERVATION))
+            .arg(max)
+            .arg(ms(self.settings.key_ttl))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok((taken == 1).then_some(member))
+    }
+
+    /// Turns a reservation into the chat it started (kept until released or `key_ttl`).
+    pub async fn commit_chat(
+        &self,
+        caller: &str,
+        reservation: &str,
+        contact_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let () = redis::pipe()
+            .atomic()
+            .cmd("ZREM")
+            .arg(self.caller_key(caller))
+            .arg(reservation)
+            .ignore()
+            .cmd("ZADD")
+            .arg(self.caller_key(caller))
+            .arg(now_ms() + ms(self.settings.key_ttl))
+            .arg(contact_id)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Frees a reservation or a chat of `caller` (`member`: either).
+    pub async fn release_chat(&self, caller: &str, member: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let _: i64 = redis::cmd("ZREM")
+            .arg(self.caller_key(caller))
+            .arg(member)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// The chats `caller` holds (not its reservations), at most `max`.
+    pub async fn chats_of(&self, caller: &str, max: usize) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn().await?;
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.caller_key(caller))
+            .arg(0)
+            .arg(max.max(1) as i64 - 1)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(members
+            .into_iter()
+            .filter(|m| !m.starts_with(RESERVED))
+            .collect())
     }
 }
 

@@ -220,6 +220,11 @@ impl ChatsPerCaller {
         }
     }
 
+    /// The most live chats a caller may hold.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Holders> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -167,6 +167,8 @@ pub(crate) struct Link {
 pub struct Session {
     pub contact_id: String,
     pub participant_id: String,
+    /// The principal that started the chat.
+    pub principal: String,
     pub started_at: SystemTime,
     participant_token: Secret,
     state: Mutex<State>,
@@ -519,8 +521,8 @@ pub fn event_with_cursor(
     (ev, cursor)
 }
 
-/// What is told of a chat's end.
-type OnEnd = Box<dyn Fn(&str) + Send + Sync>;
+/// What is told of a chat's end: its contact id and the principal that started it.
+type OnEnd = Box<dyn Fn(&str, &str) + Send + Sync>;
 
 struct Inner {
     upstream: Connect,
@@ -574,7 +576,7 @@ impl Sessions {
     }
 
     /// Sets what is told of every chat that ends (once; later calls are ignored).
-    pub fn on_chat_end(&self, f: impl Fn(&str) + Send + Sync + 'static) {
+    pub fn on_chat_end(&self, f: impl Fn(&str, &str) + Send + Sync + 'static) {
         let _ = self.inner.on_end.set(Box::new(f));
     }
 
@@ -636,6 +638,7 @@ impl Sessions {
         let session = Arc::new(Session {
             contact_id: record.contact_id.clone(),
             participant_id: record.participant_id.clone(),
+            principal: record.owner.clone(),
             started_at: record.started_at,
             participant_token: record.participant_token.clone(),
             state: Mutex::new(State {
@@ -693,7 +696,7 @@ impl Sessions {
             }
             if s.is_ended() {
                 if let Some(on_end) = inner.on_end.get() {
-                    on_end(&s.contact_id);
+                    on_end(&s.contact_id, &s.principal);
                 }
                 if let Err(e) = inner.store.mark_ended(&s.contact_id).await {
                     tracing::warn!(contact_id = %s.contact_id, error = %e, "could not mark the chat ended");

@@ -604,3 +604,147 @@ async fn a_lost_shared_token_is_shared_again() {
     drop((owner, other));
     sim.shutdown().await;
 }
+
+/// The budgets hold for the cluster, not per replica: a caller's live chats, typing once
+/// per interval per chat, one receipt per message, and a caller's requests per second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_hold_across_replicas() {
+    let sim = Simulator::start(SimConfig {
+        agent: fast_agent(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let prefix = unique_prefix("budgets");
+    let flags = ["--max-chats-per-caller", "2", "--typing-interval", "10s"];
+    let procs: Vec<GatewayProc> = (0..2)
+        .map(|_| GatewayProc::spawn(&sim.endpoint(), REDIS, &prefix, &flags))
+        .collect();
+    let mut c = clients(&procs).await;
+    let first = start(&mut c[0], "one").await;
+    let second = start(&mut c[1], "two").await;
+    for client in c.iter_mut() {
+        let refused = client
+            .start_chat(pb::StartChatRequest {
+                display_name: "three".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::ResourceExhausted,
+            "{refused:?}"
+        );
+    }
+    assert_eq!(
+        sim.calls(Operation::StartChatContact),
+        2,
+        "no quota spent on refusals"
+    );
+    // Ending a chat on one replica frees the caller's slot on the other.
+    c[1].end_chat(pb::EndChatRequest {
+        chat: Some(chat_ref(&first)),
+    })
+    .await
+    .unwrap();
+    let third = start(&mut c[0], "three").await;
+    assert_ne!(third.contact_id, first.contact_id);
+
+    // Typing through both replicas within the interval: Connect sees it once.
+    let before = sim.calls(Operation::SendEvent);
+    for client in c.iter_mut() {
+        client
+            .send_event(pb::SendEventRequest {
+                chat: Some(chat_ref(&second)),
+                r#type: pb::EventType::Typing as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        sim.calls(Operation::SendEvent) - before,
+        1,
+        "typing once per interval"
+    );
+    // A read receipt for one message through both replicas: once.
+    let seen = subscribe(&mut c[0], &second).await;
+    c[0].send_message(pb::SendMessageRequest {
+        chat: Some(chat_ref(&second)),
+        content: "hi".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    wait_for("the agent's answer", || {
+        !texts(&seen, pb::ParticipantRole::Agent).is_empty()
+    })
+    .await;
+    let answer = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(_, e)| {
+            matches!(e.event, Some(Event::Message(_)))
+                && e.sender
+                    .as_ref()
+                    .is_some_and(|s| s.role == pb::ParticipantRole::Agent as i32)
+        })
+        .map(|(_, e)| e.item_id.clone())
+        .unwrap();
+    let before = sim.calls(Operation::SendEvent);
+    for client in c.iter_mut() {
+        client
+            .send_event(pb::SendEventRequest {
+                chat: Some(chat_ref(&second)),
+                r#type: pb::EventType::Read as i32,
+                message_id: answer.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        sim.calls(Operation::SendEvent) - before,
+        1,
+        "one read receipt per message"
+    );
+    drop(procs);
+    sim.shutdown().await;
+}
+
+/// A caller's request rate is one budget for the cluster: 5 a second, whichever replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_rate_holds_across_replicas() {
+    use tonic_types::StatusExt;
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let prefix = unique_prefix("rate");
+    // Each replica alone would allow a burst of 100.
+    let flags = ["--caller-rate", "5", "--caller-burst", "100"];
+    let procs: Vec<GatewayProc> = (0..2)
+        .map(|_| GatewayProc::spawn(&sim.endpoint(), REDIS, &prefix, &flags))
+        .collect();
+    let mut c = clients(&procs).await;
+    let mut refused = Vec::new();
+    // 14 calls within a second or two reach at most two windows of 5.
+    for i in 0..14 {
+        match c[i % 2]
+            .get_chat(pb::GetChatRequest {
+                chat: Some(pb::ChatRef {
+                    contact_id: "no-such-chat".into(),
+                    chat_token: "t".into(),
+                }),
+            })
+            .await
+        {
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => refused.push(s),
+            Err(s) => assert_eq!(s.code(), tonic::Code::NotFound, "{s:?}"),
+            Ok(_) => panic!("an unknown chat was found"),
+        }
+    }
+    assert!(refused.len() >= 4, "only {} of 14 refused", refused.len());
+    assert!(refused.iter().all(|s| s.get_details_retry_info().is_some()));
+    drop(procs);
+    sim.shutdown().await;
+}
