@@ -56,6 +56,14 @@ pub struct Lease {
     pub fence: u64,
 }
 
+/// What a lease attempt found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acquired {
+    Taken(Lease),
+    /// Another replica holds it, for this long unless renewed.
+    Held(Duration),
+}
+
 /// A position in a contact's log (a Redis Stream id, `<ms>-<seq>`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct LogId(pub u64, pub u64);
@@ -147,11 +155,15 @@ pub enum AppendError {
 }
 
 /// Takes the lease when nobody holds it. KEYS: lease, fence. ARGV: replica, ttl ms, key ttl
-/// ms. Answers the fence, or 0 when the lease is held.
+/// ms. Answers the fence, or when the lease is held minus the ms it still runs.
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local left = redis.call('PTTL', KEYS[1])
+if left ~= -2 then
+  if left < 1 then left = 1 end
+  return -left
+end
 local fence = redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[1], ARGV[1] .. '/' .. fence, 'PX', ARGV[2])
@@ -354,10 +366,10 @@ impl Cluster {
         self.redis.conn().await
     }
 
-    /// Takes the contact's lease if nobody holds it.
-    pub async fn acquire(&self, contact_id: &str) -> Result<Option<Lease>, StoreError> {
+    /// Takes the contact's lease if nobody holds it; else says how long it still runs.
+    pub async fn acquire(&self, contact_id: &str) -> Result<Acquired, StoreError> {
         let mut conn = self.conn().await?;
-        let fence: u64 = ACQUIRE
+        let fence: i64 = ACQUIRE
             .key(self.keys.of("lease", contact_id))
             .key(self.keys.of("fence", contact_id))
             .arg(&self.settings.replica_id)
@@ -366,10 +378,13 @@ impl Cluster {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        Ok((fence > 0).then(|| Lease {
-            token: format!("{}/{fence}", self.settings.replica_id),
-            fence,
-        }))
+        Ok(match u64::try_from(fence) {
+            Ok(fence) if fence > 0 => Acquired::Taken(Lease {
+                token: format!("{}/{fence}", self.settings.replica_id),
+                fence,
+            }),
+            _ => Acquired::Held(Duration::from_millis(fence.unsigned_abs())),
+        })
     }
 
     /// False when the lease is no longer ours.

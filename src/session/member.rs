@@ -8,7 +8,7 @@
 use super::actor::{self, Outcome, Owner};
 use super::token::RefreshRequest;
 use super::{Session, SessionSettings};
-use crate::cluster::{BusMessage, Listener};
+use crate::cluster::{Acquired, BusMessage, Listener};
 use crate::connect::Connect;
 use crate::security::secret::TokenHash;
 use rand::Rng;
@@ -177,7 +177,6 @@ async fn follow_and_own(
     }
     load_token(session).await;
     session.ready.send_replace(true);
-    let mut ticks: u64 = 0;
     loop {
         if session.cancel.is_cancelled() {
             return Outcome::Stopped;
@@ -185,15 +184,29 @@ async fn follow_and_own(
         if session.is_ended() {
             return Outcome::Ended;
         }
-        match cluster.acquire(&session.contact_id).await {
-            Ok(Some(lease)) => match own(session, upstream, settings, requests, lease).await {
-                Outcome::Stopped => continue,
-                other => return other,
-            },
-            Ok(None) => {}
-            Err(e) => tracing::debug!(error = %e, "lease attempt failed"),
-        }
-        // Follow until the lease may be free.
+        let held_for = match cluster.acquire(&session.contact_id).await {
+            Ok(Acquired::Taken(lease)) => {
+                match own(session, upstream, settings, requests, lease).await {
+                    Outcome::Stopped => continue,
+                    other => return other,
+                }
+            }
+            Ok(Acquired::Held(left)) => left,
+            Err(e) => {
+                tracing::debug!(error = %e, "lease attempt failed");
+                renew_every
+            }
+        };
+        // Try again when the lease would lapse unless renewed: at once (within a few ms,
+        // spread) where callers are waiting, half a renewal later elsewhere, so that a chat
+        // with subscribers goes to a replica that has them.
+        let after = if session.subscribers.load(Ordering::Relaxed) > 0 {
+            held_for + Duration::from_millis(rand::rng().random_range(1..=40))
+        } else {
+            held_for + jitter(renew_every / 2)
+        };
+        let retry = tokio::time::sleep(after);
+        tokio::pin!(retry);
         loop {
             tokio::select! {
                 _ = session.cancel.cancelled() => return Outcome::Stopped,
@@ -214,19 +227,14 @@ async fn follow_and_own(
                     }
                     break;
                 }
-                _ = tokio::time::sleep(jitter(renew_every)) => {
+                _ = &mut retry => {
                     if session.is_ended() {
                         return Outcome::Ended;
                     }
                     if idle(session, settings) {
                         return Outcome::Idle;
                     }
-                    ticks += 1;
-                    // A lapsed lease is tried for every tick by replicas with subscribers,
-                    // every other tick by the rest.
-                    if session.subscribers.load(Ordering::Relaxed) > 0 || ticks.is_multiple_of(2) {
-                        break;
-                    }
+                    break;
                 }
             }
         }
