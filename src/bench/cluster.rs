@@ -42,8 +42,9 @@ async fn wait_listening(addr: SocketAddr, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Commands Redis has processed since it started (`INFO stats`).
-async fn redis_commands(url: &str) -> Result<u64> {
+/// Commands Redis has processed since it started (`INFO stats`; commands scripts run count
+/// too), and the scripts (EVALSHA) it ran.
+async fn redis_commands(url: &str) -> Result<(u64, u64)> {
     let client = redis::Client::open(url).map_err(|e| BenchError(e.to_string()))?;
     let mut conn = client
         .get_multiplexed_async_connection()
@@ -54,10 +55,23 @@ async fn redis_commands(url: &str) -> Result<u64> {
         .query_async(&mut conn)
         .await
         .map_err(|e| BenchError(format!("Redis INFO: {e}")))?;
-    info.lines()
+    let commands = info
+        .lines()
         .find_map(|l| l.strip_prefix("total_commands_processed:"))
         .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| BenchError("Redis INFO has no total_commands_processed".into()))
+        .ok_or_else(|| BenchError("Redis INFO has no total_commands_processed".into()))?;
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| BenchError(format!("Redis INFO: {e}")))?;
+    let scripts = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok((commands, scripts))
 }
 
 /// Runs the round; `single` is the single-process latency summary, for comparison.
@@ -192,9 +206,11 @@ pub async fn run(cfg: &BenchConfig, single: Option<&stats::Summary>) -> Result<C
         .map(|(m, g)| m.since(g.pid).1)
         .collect();
     let (_, redis_cores) = redis_mark.since(redis.pid);
-    let commands = redis_commands(&redis_url)
-        .await?
-        .saturating_sub(commands_before);
+    let (commands, scripts) = redis_commands(&redis_url).await?;
+    let (commands, scripts) = (
+        commands.saturating_sub(commands_before.0),
+        scripts.saturating_sub(commands_before.1),
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let delivered_total = rec.messages.load(Ordering::Relaxed) - before;
     let secs = load["elapsed_ms"].as_f64().unwrap_or(0.0) / 1e3;
@@ -206,7 +222,7 @@ pub async fn run(cfg: &BenchConfig, single: Option<&stats::Summary>) -> Result<C
         secs,
         delivered,
         delivered_total,
-        commands,
+        (commands, scripts),
         gateway_cores,
         redis_cores,
         rec.ended.load(Ordering::Relaxed),

@@ -227,9 +227,12 @@ pub struct ClusterReport {
     pub delivered: u64,
     pub delivered_total: u64,
     pub events_per_s: f64,
-    /// Commands Redis processed during the throughput phase, per delivered event.
+    /// Commands Redis processed during the throughput phase (those scripts run included),
+    /// per delivered event.
     pub redis_commands: u64,
     pub redis_commands_per_event: f64,
+    /// Scripts (round trips of the fenced append and the like) per delivered event.
+    pub redis_scripts_per_event: f64,
     /// CPU of each replica and of Redis during the throughput phase, in cores.
     pub gateway_cores: Vec<f64>,
     pub redis_cores: f64,
@@ -246,7 +249,7 @@ impl ClusterReport {
         secs: f64,
         delivered: u64,
         delivered_total: u64,
-        redis_commands: u64,
+        (redis_commands, redis_scripts): (u64, u64),
         gateway_cores: Vec<f64>,
         redis_cores: f64,
         streams_ended: u64,
@@ -267,6 +270,7 @@ impl ClusterReport {
             events_per_s: ratio(delivered as f64, secs),
             redis_commands,
             redis_commands_per_event: ratio(redis_commands as f64, delivered as f64),
+            redis_scripts_per_event: ratio(redis_scripts as f64, delivered as f64),
             gateway_cores,
             redis_cores,
             streams_ended,
@@ -553,12 +557,13 @@ impl Report {
             let cores: Vec<String> = c.gateway_cores.iter().map(|v| format!("{v:.2}")).collect();
             let _ = writeln!(
                 o,
-                "  {:.0} events/s delivered ({} pushed, {} delivered in {:.1} s); {:.2} Redis commands per event; replicas {} cores; Redis {:.2} cores; streams ended {}",
+                "  {:.0} events/s delivered ({} pushed, {} delivered in {:.1} s); per event {:.2} Redis commands in {:.2} scripts; replicas {} cores; Redis {:.2} cores; streams ended {}",
                 c.events_per_s,
                 c.pushed,
                 c.delivered,
                 c.secs,
                 c.redis_commands_per_event,
+                c.redis_scripts_per_event,
                 cores.join(" / "),
                 c.redis_cores,
                 c.streams_ended

@@ -200,15 +200,22 @@ return 0
 });
 
 /// The fenced append. KEYS: lease, log, last. ARGV: token, max length, key ttl ms, key,
-/// durable, event bytes, channel. Answers {prev, id}, or nil when the lease is not ours.
+/// durable, event bytes, channel. Answers {prev, id}, or nil when the lease is not ours. The
+/// keys' time to live is set when the log begins (a chat lasts at most 7 days, less than
+/// `key_ttl`) and shortened when the chat ends.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
-local prev = redis.call('GET', KEYS[3]) or '0-0'
+local prev = redis.call('GET', KEYS[3])
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'k', ARGV[4], 'd', ARGV[5], 'e', ARGV[6])
-redis.call('SET', KEYS[3], id, 'PX', ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if prev then
+  redis.call('SET', KEYS[3], id, 'KEEPTTL')
+else
+  prev = '0-0'
+  redis.call('SET', KEYS[3], id, 'PX', ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
 redis.call('PUBLISH', ARGV[7], 'e ' .. prev .. ' ' .. id .. '\n' .. ARGV[4] .. '\n' .. ARGV[5] .. '\n' .. ARGV[6])
 return {prev, id}
 ",

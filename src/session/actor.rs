@@ -70,8 +70,9 @@ struct Actor<'a> {
     token_expiry: Option<SystemTime>,
     /// Stops the actor: the session's own token, or a child of it in cluster mode.
     stop: CancellationToken,
-    /// Cluster mode: items go to the chat's shared log, under this lease.
-    owner: Option<Owner>,
+    /// Cluster mode: items go to the chat's shared log, under this lease (boxed: one
+    /// process mode does not pay for it in every session).
+    owner: Option<Box<Owner>>,
     /// Whether this actor's socket is up (for the sockets gauge).
     up: bool,
 }
@@ -97,7 +98,7 @@ pub(super) async fn run(
         seen.insert(&k);
     }
     let (owner, stop) = match owner {
-        Some((o, stop)) => (Some(o), stop),
+        Some((o, stop)) => (Some(Box::new(o)), stop),
         None => (None, session.cancel.clone()),
     };
     let mut actor = Actor {
@@ -284,7 +285,7 @@ impl Actor<'_> {
     async fn publish_gateway(&mut self, event: pb::chat_event::Event) {
         if self.owner.is_some() {
             let entry = self.session.gateway_entry(event.clone());
-            if self.append(entry).await.is_ok() {
+            if Box::pin(self.append(entry)).await.is_ok() {
                 return;
             }
         }
@@ -333,7 +334,7 @@ impl Actor<'_> {
         self.take_connection(opened.connection).await;
         self.backfill_with_refresh().await?;
         for item in opened.early {
-            self.deliver(item)
+            self.deliver(Box::new(item))
                 .await
                 .map_err(|_| UpstreamError::Unavailable)?;
         }
@@ -344,24 +345,9 @@ impl Actor<'_> {
     async fn take_connection(&mut self, c: Connection) {
         self.token_expiry = c.token_expiry;
         if let Some(owner) = &self.owner {
-            let ttl = c
-                .token_expiry
-                .and_then(|e| e.duration_since(SystemTime::now()).ok())
-                .unwrap_or(Duration::from_secs(3600));
-            match owner
-                .cluster
-                .put_token(
-                    &self.session.contact_id,
-                    &owner.lease,
-                    &c.connection_token,
-                    ttl,
-                )
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => self.stop.cancel(),
-                Err(e) => tracing::warn!(error = %e, "could not share the connection token"),
-            }
+            // Boxed: the Redis call's future is large, and inline it would sit in every
+            // session's task, cluster mode or not.
+            Box::pin(share_token(owner, &self.stop, &self.session.contact_id, &c)).await;
         }
         self.session.token.send_replace(Some(c.connection_token));
     }
@@ -405,7 +391,7 @@ impl Actor<'_> {
         let mut recovered = 0;
         for item in transcript.items {
             let new = self
-                .deliver(item)
+                .deliver(Box::new(item))
                 .await
                 .map_err(|_| UpstreamError::Unavailable)?;
             recovered += u64::from(new);
@@ -417,7 +403,9 @@ impl Actor<'_> {
 
     /// Delivers an item unless it was delivered before; true when it was new. In cluster
     /// mode it counts as delivered once the chat's log holds it.
-    async fn deliver(&mut self, item: Item) -> Result<bool, Stop> {
+    /// The item comes boxed: an async fn keeps its arguments in its state, and this one is
+    /// awaited inside the pump, whose size every session's task reserves.
+    async fn deliver(&mut self, item: Box<Item>) -> Result<bool, Stop> {
         self.session.metrics.events_received.inc();
         let key = item.dedupe_key();
         if self.seen.contains(&key) {
@@ -426,7 +414,9 @@ impl Actor<'_> {
         }
         if self.owner.is_some() {
             let entry = self.session.entry_for(&item, key.clone());
-            self.append(entry).await?;
+            // Boxed: the Redis call's future is large, and inline it would sit in every
+            // session's task, cluster mode or not.
+            Box::pin(self.append(entry)).await?;
         } else {
             self.session.publish_item(&item, key.clone());
         }
@@ -479,6 +469,9 @@ impl Actor<'_> {
         let mut opening: Option<BoxFuture<'static, Result<Box<Opened>, UpstreamError>>> = None;
         let mut draining: Option<Box<(Ws, Vec<Item>)>> = None;
         let stop = loop {
+            // An item read from the socket, delivered after the select: awaited inside its
+            // arm, the frame it came in would be held in every session's task.
+            let mut arrived: Option<Box<Item>> = None;
             tokio::select! {
                 _ = &mut cancelled => break Stop::Closed,
                 _ = &mut ending, if !ending_started => {
@@ -551,11 +544,13 @@ impl Actor<'_> {
                     match opened {
                         Ok(opened) => {
                             let Opened { ws: new, early, connection } = *opened;
+                            // Boxed before the await: a socket held across it would be
+                            // reserved in every session's task.
+                            draining = Some(Box::new((new, early)));
                             self.take_connection(connection).await;
                             refresh_armed = self.rearm_refresh(refresh.as_mut());
                             // Read the old socket up to a barrier (a deep heartbeat, answered
                             // after everything the service sent before it).
-                            draining = Some(Box::new((new, early)));
                             if ws.send(WsMessage::text(socket::PING)).await.is_ok() {
                                 barrier
                                     .as_mut()
@@ -605,15 +600,7 @@ impl Actor<'_> {
                 msg = ws.next() => match msg {
                     Some(Ok(WsMessage::Text(t))) => match socket::parse(&t) {
                         Inbound::Heartbeat => awaiting_heartbeat = false,
-                        Inbound::Chat(item) => {
-                            let end = item.is_chat_end();
-                            if let Err(stop) = self.deliver(*item).await {
-                                break stop;
-                            }
-                            if end {
-                                break Stop::Ended;
-                            }
-                        }
+                        Inbound::Chat(item) => arrived = Some(item),
                         Inbound::Error(message) => {
                             tracing::info!(message = %message, "upstream socket reported an error");
                             break Stop::Dead("error frame");
@@ -645,6 +632,15 @@ impl Actor<'_> {
                     }
                 },
             }
+            if let Some(item) = arrived {
+                let end = item.is_chat_end();
+                if let Err(stop) = self.deliver(item).await {
+                    break stop;
+                }
+                if end {
+                    break Stop::Ended;
+                }
+            }
         };
         // Calls still waiting for the refresh this stop abandoned retry later.
         for w in waiters.drain(..) {
@@ -673,7 +669,7 @@ impl Actor<'_> {
     ) -> Result<(), Stop> {
         let (new, early) = *new;
         for item in early {
-            self.deliver(item).await?;
+            self.deliver(Box::new(item)).await?;
         }
         let mut old = std::mem::replace(ws, new);
         if !drained {
@@ -711,6 +707,24 @@ impl Actor<'_> {
             .unwrap_or(Duration::ZERO)
             .saturating_sub(self.settings.token_refresh_margin);
         Some(tokio::time::Instant::now() + left)
+    }
+}
+
+/// Cluster mode: stores a new connection token for the other replicas (sealed); a refusal
+/// means the lease is gone, and the actor stops.
+async fn share_token(owner: &Owner, stop: &CancellationToken, contact_id: &str, c: &Connection) {
+    let ttl = c
+        .token_expiry
+        .and_then(|e| e.duration_since(SystemTime::now()).ok())
+        .unwrap_or(Duration::from_secs(3600));
+    match owner
+        .cluster
+        .put_token(contact_id, &owner.lease, &c.connection_token, ttl)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => stop.cancel(),
+        Err(e) => tracing::warn!(error = %e, "could not share the connection token"),
     }
 }
 

@@ -192,8 +192,8 @@ pub struct Session {
     event_budget: Mutex<EventBudget>,
     settings: SessionSettings,
     pub(crate) metrics: Arc<Metrics>,
-    /// Cluster mode only.
-    link: Option<Link>,
+    /// Cluster mode only (boxed: one process mode does not pay for it in every session).
+    link: Option<Box<Link>>,
 }
 
 /// A snapshot for GetChat.
@@ -660,13 +660,15 @@ impl Sessions {
             event_budget: Mutex::new(EventBudget::new(self.inner.settings.event_budget)),
             settings: self.inner.settings.clone(),
             metrics: self.inner.upstream.metrics().clone(),
-            link: self.inner.cluster.as_ref().map(|cluster| Link {
-                cluster: cluster.clone(),
-                owner: std::sync::atomic::AtomicBool::new(false),
-                wake: Notify::new(),
-                token_changed: Notify::new(),
-                released: Notify::new(),
-                reshare: Notify::new(),
+            link: self.inner.cluster.as_ref().map(|cluster| {
+                Box::new(Link {
+                    cluster: cluster.clone(),
+                    owner: std::sync::atomic::AtomicBool::new(false),
+                    wake: Notify::new(),
+                    token_changed: Notify::new(),
+                    released: Notify::new(),
+                    reshare: Notify::new(),
+                })
             }),
         });
         session.metrics.live_chats.inc();
@@ -677,12 +679,14 @@ impl Sessions {
         let fut = async move {
             let mut refresh_requests = refresh_requests;
             if s.link.is_some() {
-                member::run(
+                // Boxed: the cluster task is larger than the actor, and one process mode
+                // must not reserve its size in every session's task.
+                Box::pin(member::run(
                     s.clone(),
                     &inner.upstream,
                     &inner.settings,
                     &mut refresh_requests,
-                )
+                ))
                 .await;
             } else {
                 actor::run(
@@ -712,6 +716,11 @@ impl Sessions {
                 live.remove(&s.contact_id);
             }
         };
+        eprintln!(
+            "SESSION TASK SIZE {} session {}",
+            std::mem::size_of_val(&fut),
+            std::mem::size_of::<Session>()
+        );
         self.inner.tasks.spawn(fut);
         Ok(session)
     }

@@ -148,9 +148,16 @@ impl RedisCluster {
             rand::random::<u32>()
         ));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
-        // Ports from a range the loopback ephemeral range does not reach (below 32768).
-        let base = 20000 + (std::process::id() % 500) as u16 * 20 + rand::random_range(0..10u16);
-        let ports: Vec<u16> = (0..3).map(|i| base + i).collect();
+        // Each node also listens on its port + 10000 (the cluster bus): both below the
+        // loopback ephemeral range (32768 and up), both free now.
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < 3 {
+            let p = rand::random_range(12000..22000u16);
+            let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+            if !ports.contains(&p) && free(p) && free(p + 10000) {
+                ports.push(p);
+            }
+        }
         let nodes = ports
             .iter()
             .map(|p| {
@@ -205,7 +212,8 @@ impl RedisCluster {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "Redis on {port} did not answer {expect}"
+                "Redis on {port} did not answer {expect}: {}",
+                String::from_utf8_lossy(&out.stdout)
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
