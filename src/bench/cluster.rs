@@ -211,8 +211,25 @@ pub async fn run(cfg: &BenchConfig, single: Option<&stats::Summary>) -> Result<C
         commands.saturating_sub(commands_before.0),
         scripts.saturating_sub(commands_before.1),
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let delivered_total = rec.messages.load(Ordering::Relaxed) - before;
+    // What was still in flight when the load stopped: wait until all of it arrived, or
+    // nothing more arrives for two seconds (30 s at most).
+    let pushed = load["pushed"].as_u64().unwrap_or(0);
+    let drain_start = Instant::now();
+    let (mut last, mut last_change) = (0, Instant::now());
+    let delivered_total = loop {
+        let now = rec.messages.load(Ordering::Relaxed) - before;
+        if now != last {
+            (last, last_change) = (now, Instant::now());
+        }
+        if now >= pushed
+            || last_change.elapsed() > Duration::from_secs(2)
+            || drain_start.elapsed() > Duration::from_secs(30)
+        {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let drain_secs = drain_start.elapsed().as_secs_f64();
     let secs = load["elapsed_ms"].as_f64().unwrap_or(0.0) / 1e3;
     let report = ClusterReport::new(
         chats,
@@ -221,7 +238,7 @@ pub async fn run(cfg: &BenchConfig, single: Option<&stats::Summary>) -> Result<C
         &load,
         secs,
         delivered,
-        delivered_total,
+        (delivered_total, drain_secs),
         (commands, scripts),
         gateway_cores,
         redis_cores,

@@ -225,7 +225,10 @@ pub struct ClusterReport {
     pub behind: u64,
     pub secs: f64,
     pub delivered: u64,
+    /// Including what arrived after the load stopped (compare with `pushed`).
     pub delivered_total: u64,
+    /// How long the backlog took to arrive after the load stopped.
+    pub drain_secs: f64,
     pub events_per_s: f64,
     /// Commands Redis processed during the throughput phase (those scripts run included),
     /// per delivered event.
@@ -248,7 +251,7 @@ impl ClusterReport {
         load: &Value,
         secs: f64,
         delivered: u64,
-        delivered_total: u64,
+        (delivered_total, drain_secs): (u64, f64),
         (redis_commands, redis_scripts): (u64, u64),
         gateway_cores: Vec<f64>,
         redis_cores: f64,
@@ -267,6 +270,7 @@ impl ClusterReport {
             secs,
             delivered,
             delivered_total,
+            drain_secs,
             events_per_s: ratio(delivered as f64, secs),
             redis_commands,
             redis_commands_per_event: ratio(redis_commands as f64, delivered as f64),
@@ -557,11 +561,13 @@ impl Report {
             let cores: Vec<String> = c.gateway_cores.iter().map(|v| format!("{v:.2}")).collect();
             let _ = writeln!(
                 o,
-                "  {:.0} events/s delivered ({} pushed, {} delivered in {:.1} s); per event {:.2} Redis commands in {:.2} scripts; replicas {} cores; Redis {:.2} cores; streams ended {}",
+                "  {:.0} events/s delivered ({} pushed, {} delivered in {:.1} s, {} in all after {:.1} s more); per event {:.2} Redis commands in {:.2} scripts; replicas {} cores; Redis {:.2} cores; streams ended {}",
                 c.events_per_s,
                 c.pushed,
                 c.delivered,
                 c.secs,
+                c.delivered_total,
+                c.drain_secs,
                 c.redis_commands_per_event,
                 c.redis_scripts_per_event,
                 cores.join(" / "),
