@@ -327,6 +327,30 @@ async fn receive_ws(mut ws: Ws, recorder: Arc<Recorder>) {
 
 /// POST a JSON body to the simulator's admin API and read the JSON answer (HTTP/1.1, one
 /// request per connection; no HTTP client crate needed).
+/// Asks the simulator's load route to push `rate` agent messages per second for `secs`
+/// round robin over `contact_ids` (`stamp`: each carries its push time), and waits for its
+/// report.
+pub async fn sim_load(
+    addr: std::net::SocketAddr,
+    rate: f64,
+    secs: f64,
+    contact_ids: &[String],
+    stamp: bool,
+) -> Result<Value, String> {
+    admin_post(
+        addr,
+        "/_sim/load",
+        &serde_json::json!({
+            "rate": rate,
+            "millis": (secs * 1000.0) as u64,
+            "contact_ids": contact_ids,
+            "stamp": stamp,
+        }),
+        Duration::from_secs_f64(secs + 60.0),
+    )
+    .await
+}
+
 pub async fn admin_post(
     addr: std::net::SocketAddr,
     path: &str,

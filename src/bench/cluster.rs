@@ -8,7 +8,6 @@ use super::procs::{self, CpuMark, Proc};
 use super::report::ClusterReport;
 use super::{stats, BenchConfig, BenchError, Result};
 use futures::StreamExt;
-use serde_json::json;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -163,18 +162,7 @@ pub async fn run(cfg: &BenchConfig, single: Option<&stats::Summary>) -> Result<C
     );
     rec.take_samples();
     rec.recording.store(true, Ordering::Relaxed);
-    clients::admin_post(
-        sim_addr,
-        "/_sim/load",
-        &json!({
-            "rate": cfg.latency_rate,
-            "millis": (cfg.latency_secs * 1000.0) as u64,
-            "contact_ids": ids,
-            "stamp": true,
-        }),
-        Duration::from_secs_f64(cfg.latency_secs + 60.0),
-    )
-    .await?;
+    clients::sim_load(sim_addr, cfg.latency_rate, cfg.latency_secs, &ids, true).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     rec.recording.store(false, Ordering::Relaxed);
     let latency = stats::summarize(rec.take_samples());
@@ -187,16 +175,12 @@ pub async fn run(cfg: &BenchConfig, single: Option<&stats::Summary>) -> Result<C
     let commands_before = redis_commands(&redis_url).await?;
     let marks: Vec<CpuMark> = gateways.iter().map(|g| CpuMark::now(g.pid)).collect();
     let redis_mark = CpuMark::now(redis.pid);
-    let load = clients::admin_post(
+    let load = clients::sim_load(
         sim_addr,
-        "/_sim/load",
-        &json!({
-            "rate": cfg.throughput_rate,
-            "millis": (cfg.throughput_secs * 1000.0) as u64,
-            "contact_ids": ids,
-            "stamp": false,
-        }),
-        Duration::from_secs_f64(cfg.throughput_secs + 60.0),
+        cfg.throughput_rate,
+        cfg.throughput_secs,
+        &ids,
+        false,
     )
     .await?;
     let delivered = rec.messages.load(Ordering::Relaxed) - before;

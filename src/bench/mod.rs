@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use serde_json::json;
 use tokio::task::JoinSet;
 
 use clients::{Direct, GatewayPool, Recorder};
@@ -454,16 +453,12 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
     gw_rec.recording.store(true, Ordering::Relaxed);
     direct_rec.recording.store(true, Ordering::Relaxed);
     let gw_mark = CpuMark::now(round.gateway.pid);
-    let load = clients::admin_post(
+    let load = clients::sim_load(
         round.sim_addr,
-        "/_sim/load",
-        &json!({
-            "rate": 2.0 * cfg.latency_rate,
-            "millis": (cfg.latency_secs * 1000.0) as u64,
-            "contact_ids": ids,
-            "stamp": true,
-        }),
-        Duration::from_secs_f64(cfg.latency_secs + 60.0),
+        2.0 * cfg.latency_rate,
+        cfg.latency_secs,
+        &ids,
+        true,
     )
     .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -500,16 +495,12 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
     let gw_mark = CpuMark::now(round.gateway.pid);
     let sim_mark = CpuMark::now(round.sim.pid);
     let bench_mark = CpuMark::now(std::process::id());
-    let load = clients::admin_post(
+    let load = clients::sim_load(
         round.sim_addr,
-        "/_sim/load",
-        &json!({
-            "rate": cfg.throughput_rate,
-            "millis": (cfg.throughput_secs * 1000.0) as u64,
-            "contact_ids": cap_ids,
-            "stamp": false,
-        }),
-        Duration::from_secs_f64(cfg.throughput_secs + 60.0),
+        cfg.throughput_rate,
+        cfg.throughput_secs,
+        &cap_ids,
+        false,
     )
     .await?;
     let delivered_in_window = cap_rec.messages.load(Ordering::Relaxed) - before;

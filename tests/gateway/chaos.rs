@@ -13,12 +13,12 @@
 //!
 //! Whatever the size, the monkey acts at least [`MIN_FAULTS`] times before it stops.
 
-use crate::support::chaos::{customer, monkey, subscriber, tally, Tally};
+use crate::support::chaos::{customer, finish, monkey, subscriber, Outcome, Tally};
 use crate::support::gateway::*;
 use connect_chat_gateway::pb;
 use connect_chat_gateway::session::SessionSettings;
 use connect_chat_gateway::sim::{AgentConfig, Operation, SimConfig};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,21 +101,12 @@ async fn chaos_loses_duplicates_and_reorders_nothing() {
     let done = Arc::new(AtomicBool::new(false));
     let ids: Vec<String> = refs.iter().map(|c| c.contact_id.clone()).collect();
     let monkey = monkey(h.sim.clone(), ids, seed, MIN_FAULTS, done.clone());
-    let mut retries = 0;
-    for s in senders {
-        retries += s.await.expect("customer task");
-    }
-    done.store(true, Ordering::Relaxed);
-    let actions = monkey.await.expect("monkey");
-
-    let mut t = Tally::default();
-    let mut resumes = 0;
-    for (chat, sub) in refs.iter().zip(subscribers) {
-        let (ids, r) = sub.await.expect("subscriber task");
-        resumes += r;
-        let transcript = h.sim.transcript(&chat.contact_id).expect("chat known");
-        tally(&mut t, &transcript, &ids, messages, &chat.contact_id);
-    }
+    let Outcome {
+        tally: t,
+        send_retries: retries,
+        faults: actions,
+        resumes,
+    } = finish(&h.sim, &refs, senders, subscribers, monkey, &done, messages).await;
     let Tally {
         delivered,
         lost,

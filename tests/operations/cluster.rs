@@ -43,17 +43,6 @@ async fn clients(procs: &[GatewayProc]) -> Vec<Client> {
     out
 }
 
-async fn start(client: &mut Client, name: &str) -> pb::StartChatResponse {
-    client
-        .start_chat(pb::StartChatRequest {
-            display_name: name.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("StartChat")
-        .into_inner()
-}
-
 /// A Subscribe stream read in the background into a shared list, until it ends.
 async fn subscribe(client: &mut Client, chat: &pb::StartChatResponse) -> Seen {
     let mut stream = client
@@ -119,7 +108,7 @@ async fn one_socket_per_contact(store: &str, cluster: bool) {
     const CHATS: usize = 20;
     let mut chats = Vec::new();
     for i in 0..CHATS {
-        chats.push(start(&mut clients[i % 3], &format!("c{i}")).await);
+        chats.push(start_chat(&mut clients[i % 3], &format!("c{i}")).await);
     }
     // A subscriber for every chat on every replica.
     let mut subs: Vec<Vec<Seen>> = Vec::new();
@@ -233,7 +222,7 @@ async fn failover(stop: impl FnOnce(&mut GatewayProc)) -> Duration {
     const CHATS: usize = 10;
     let mut chats = Vec::new();
     for i in 0..CHATS {
-        chats.push(start(&mut clients[0], &format!("f{i}")).await);
+        chats.push(start_chat(&mut clients[0], &format!("f{i}")).await);
     }
     let mut subs = Vec::new();
     for chat in &chats {
@@ -411,7 +400,7 @@ async fn redis_down_is_not_ready_and_starts_no_contact() {
     // Redis comes up: ready, and chats start.
     let mut redis = crate::support::procs::RedisServer::start(port).await;
     wait_readiness(&gw, 200, ServingStatus::Serving as i32).await;
-    let chat = start(&mut client, "Ada").await;
+    let chat = start_chat(&mut client, "Ada").await;
     let seen = subscribe(&mut client, &chat).await;
     client
         .send_message(pb::SendMessageRequest {
@@ -447,8 +436,8 @@ async fn redis_down_is_not_ready_and_starts_no_contact() {
 /// in the transcript once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_chaos_with_an_owner_killed_loses_nothing() {
-    use crate::support::chaos::{customer, monkey, subscriber, tally, Tally};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use crate::support::chaos::{customer, finish, monkey, subscriber, Outcome};
+    use std::sync::atomic::AtomicBool;
     const CHATS: usize = 6;
     const MESSAGES: usize = 20;
     let sim = Simulator::start(SimConfig {
@@ -483,7 +472,7 @@ async fn cluster_chaos_with_an_owner_killed_loses_nothing() {
     let mut refs = Vec::new();
     for i in 0..CHATS {
         refs.push(chat_ref(
-            &start(&mut clients[0], &format!("chaos {i}")).await,
+            &start_chat(&mut clients[0], &format!("chaos {i}")).await,
         ));
     }
     let mut subscribers = Vec::new();
@@ -523,20 +512,12 @@ async fn cluster_chaos_with_an_owner_killed_loses_nothing() {
     })
     .await;
     procs[0].kill();
-    let mut retries = 0;
-    for s in senders {
-        retries += s.await.expect("customer task");
-    }
-    done.store(true, Ordering::Relaxed);
-    let faults = monkey.await.expect("monkey");
-    let mut t = Tally::default();
-    let mut resumes = 0;
-    for (chat, sub) in refs.iter().zip(subscribers) {
-        let (ids, r) = sub.await.expect("subscriber task");
-        resumes += r;
-        let transcript = sim.transcript(&chat.contact_id).expect("chat known");
-        tally(&mut t, &transcript, &ids, MESSAGES, &chat.contact_id);
-    }
+    let Outcome {
+        tally: t,
+        send_retries: retries,
+        faults,
+        resumes,
+    } = finish(&sim, &refs, senders, subscribers, monkey, &done, MESSAGES).await;
     let connections = sim.calls(Operation::CreateParticipantConnection);
     println!(
         "cluster chaos: chats={CHATS} faults={faults} owner_killed=1 delivered={} lost={} \
@@ -570,7 +551,7 @@ async fn a_lost_shared_token_is_shared_again() {
     let prefix = unique_prefix("token");
     let owner = GatewayProc::spawn(&sim.endpoint(), REDIS, &prefix, &["--lease-ttl", "2s"]);
     let mut a = owner.client().await;
-    let chat = start(&mut a, "Ada").await;
+    let chat = start_chat(&mut a, "Ada").await;
     let seen = subscribe(&mut a, &chat).await;
     wait_for("the owner's socket", || {
         sim.open_sockets(&chat.contact_id) == 1
@@ -639,8 +620,8 @@ async fn budgets_hold_across_replicas() {
         .map(|_| GatewayProc::spawn(&sim.endpoint(), REDIS, &prefix, &flags))
         .collect();
     let mut c = clients(&procs).await;
-    let first = start(&mut c[0], "one").await;
-    let second = start(&mut c[1], "two").await;
+    let first = start_chat(&mut c[0], "one").await;
+    let second = start_chat(&mut c[1], "two").await;
     for client in c.iter_mut() {
         let refused = client
             .start_chat(pb::StartChatRequest {
@@ -666,7 +647,7 @@ async fn budgets_hold_across_replicas() {
     })
     .await
     .unwrap();
-    let third = start(&mut c[0], "three").await;
+    let third = start_chat(&mut c[0], "three").await;
     assert_ne!(third.contact_id, first.contact_id);
 
     // Typing through both replicas within the interval: Connect sees it once.

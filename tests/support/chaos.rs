@@ -231,3 +231,44 @@ pub fn monkey(
         actions
     })
 }
+
+/// What a chaos run ended with.
+pub struct Outcome {
+    pub tally: Tally,
+    pub send_retries: usize,
+    pub faults: u32,
+    pub resumes: usize,
+}
+
+/// Ends a chaos run: waits for the customers, stops the monkey, waits for the subscribers
+/// and tallies each chat against its transcript.
+pub async fn finish(
+    sim: &SimHandle,
+    chats: &[pb::ChatRef],
+    senders: Vec<tokio::task::JoinHandle<usize>>,
+    subscribers: Vec<tokio::task::JoinHandle<(Vec<String>, usize)>>,
+    monkey: tokio::task::JoinHandle<u32>,
+    done: &AtomicBool,
+    messages: usize,
+) -> Outcome {
+    let mut send_retries = 0;
+    for s in senders {
+        send_retries += s.await.expect("customer task");
+    }
+    done.store(true, Ordering::Relaxed);
+    let faults = monkey.await.expect("monkey");
+    let mut tally_ = Tally::default();
+    let mut resumes = 0;
+    for (chat, sub) in chats.iter().zip(subscribers) {
+        let (ids, r) = sub.await.expect("subscriber task");
+        resumes += r;
+        let transcript = sim.transcript(&chat.contact_id).expect("chat known");
+        tally(&mut tally_, &transcript, &ids, messages, &chat.contact_id);
+    }
+    Outcome {
+        tally: tally_,
+        send_retries,
+        faults,
+        resumes,
+    }
+}

@@ -155,14 +155,7 @@ impl Harness {
     }
 
     pub async fn start_chat(&mut self, name: &str) -> pb::StartChatResponse {
-        self.client
-            .start_chat(pb::StartChatRequest {
-                display_name: name.into(),
-                ..Default::default()
-            })
-            .await
-            .expect("StartChat")
-            .into_inner()
+        start_chat(&mut self.client, name).await
     }
 
     pub async fn subscribe(&mut self, chat: &pb::StartChatResponse) -> Streaming<pb::ChatEvent> {
@@ -218,6 +211,21 @@ impl Harness {
         }
         self.sim.clone().shutdown().await;
     }
+}
+
+/// StartChat for a customer called `name` through `client`.
+pub async fn start_chat(
+    client: &mut ChatGatewayClient<Channel>,
+    name: &str,
+) -> pb::StartChatResponse {
+    client
+        .start_chat(pb::StartChatRequest {
+            display_name: name.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("StartChat")
+        .into_inner()
 }
 
 pub fn chat_ref(chat: &pb::StartChatResponse) -> pb::ChatRef {
