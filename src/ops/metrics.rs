@@ -43,6 +43,14 @@ pub struct Metrics {
     pub live_chats: Gauge,
     pub upstream_sockets: Gauge,
     pub subscribers: Gauge,
+    /// Cluster mode: chats whose lease this process holds.
+    pub leases_held: Gauge,
+    /// Cluster mode: leases taken (a new chat, or a take-over).
+    pub leases_acquired: Counter,
+    /// Cluster mode: leases lost to another replica before this process let go.
+    pub leases_lost: Counter,
+    /// Cluster mode: log appends that failed (Redis unreachable or the lease gone).
+    pub log_append_failures: Counter,
     pub events_received: Counter,
     pub events_duplicate: Counter,
     pub events_delivered: Counter,
@@ -74,6 +82,10 @@ impl Metrics {
             live_chats: Gauge::default(),
             upstream_sockets: Gauge::default(),
             subscribers: Gauge::default(),
+            leases_held: Gauge::default(),
+            leases_acquired: Counter::default(),
+            leases_lost: Counter::default(),
+            log_append_failures: Counter::default(),
             events_received: Counter::default(),
             events_duplicate: Counter::default(),
             events_delivered: Counter::default(),
@@ -100,6 +112,26 @@ impl Metrics {
             "subscribers",
             "Open Subscribe streams",
             m.subscribers.clone(),
+        );
+        r.register(
+            "leases_held",
+            "Cluster mode: chats whose lease (and socket) this process holds",
+            m.leases_held.clone(),
+        );
+        r.register(
+            "leases_acquired",
+            "Cluster mode: chat leases taken, new chats and take-overs",
+            m.leases_acquired.clone(),
+        );
+        r.register(
+            "leases_lost",
+            "Cluster mode: chat leases lost to another replica before this process let go",
+            m.leases_lost.clone(),
+        );
+        r.register(
+            "log_append_failures",
+            "Cluster mode: appends to a chat's log that failed (Redis unreachable, lease gone)",
+            m.log_append_failures.clone(),
         );
         r.register(
             "events_received",

@@ -310,6 +310,7 @@ impl Actor<'_> {
                 Ok(())
             }
             Err(AppendError::Fenced) => {
+                self.session.metrics.log_append_failures.inc();
                 tracing::info!(
                     "the chat's lease moved to another replica; letting go of the socket"
                 );
@@ -317,6 +318,7 @@ impl Actor<'_> {
                 Err(Stop::Closed)
             }
             Err(AppendError::Store(e)) => {
+                self.session.metrics.log_append_failures.inc();
                 tracing::warn!(error = %e, "could not append to the chat's log");
                 Err(Stop::Dead("log unavailable"))
             }

@@ -256,6 +256,8 @@ async fn own(
     let cluster = link.cluster.clone();
     tracing::debug!(contact_id = %session.contact_id, fence = lease.fence, "took the chat's lease");
     link.owner.store(true, Ordering::Relaxed);
+    session.metrics.leases_acquired.inc();
+    session.metrics.leases_held.inc();
     // What the previous owner wrote last is history before the socket opens.
     catch_up(session).await;
     let stop = session.cancel.child_token();
@@ -283,6 +285,7 @@ async fn own(
                 Ok(true) => renewed = Instant::now(),
                 Ok(false) => {
                     tracing::info!(contact_id = %session.contact_id, "the chat's lease was lost");
+                    session.metrics.leases_lost.inc();
                     stop.cancel();
                 }
                 Err(e) => {
@@ -308,6 +311,7 @@ async fn own(
         }
     };
     link.owner.store(false, Ordering::Relaxed);
+    session.metrics.leases_held.dec();
     if let Err(e) = cluster.release(&session.contact_id, &lease).await {
         tracing::debug!(error = %e, "could not release the chat's lease; it lapses");
     }

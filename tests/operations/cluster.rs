@@ -5,6 +5,7 @@
 //! stopped with SIGTERM hands its chats over without loss, duplicates or reordering.
 
 use crate::support::gateway::*;
+use crate::support::metric;
 use crate::support::procs::{unique_prefix, GatewayProc, RedisCluster, REDIS};
 use connect_chat_gateway::pb::{self, chat_event::Event, chat_gateway_client::ChatGatewayClient};
 use connect_chat_gateway::sim::{Operation, SimConfig, SimHandle, Simulator};
@@ -305,6 +306,13 @@ async fn failover(stop: impl FnOnce(&mut GatewayProc)) -> Duration {
             .collect();
         assert_eq!(transcript, expected);
     }
+    // The survivors own every chat between them, each chat once.
+    let mut held = 0.0;
+    for p in &procs[1..] {
+        let (_, text) = http_get(p.admin, "/metrics").await;
+        held += metric(&text, "chatgateway_leases_held");
+    }
+    assert_eq!(held, CHATS as f64, "leases held by the surviving replicas");
     drop(procs);
     sim.shutdown().await;
     worst

@@ -2,22 +2,12 @@
 //! Subscribe streams resume without loss on a new gateway process sharing the Redis store.
 
 use crate::support::gateway::*;
+use crate::support::metric;
 use crate::support::procs::{GatewayProc, REDIS};
 use connect_chat_gateway::pb::{self, chat_event::Event};
 use connect_chat_gateway::sim::{SimConfig, Simulator};
 use std::time::Duration;
 use tonic::Code;
-
-/// The sum of the samples whose series starts with `series` (all label sets when the
-/// prefix names none).
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.starts_with(series) && matches!(l.as_bytes().get(series.len()), Some(b' ' | b'{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[tokio::test]
 async fn metrics_move_during_a_chat_and_health_answers_over_http() {

@@ -44,6 +44,17 @@ pub async fn stays_for(window: Duration, mut cond: impl FnMut() -> bool) -> bool
     cond()
 }
 
+/// The sum of the samples whose series is `series` (all its label sets) in a Prometheus
+/// text page.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(series) && matches!(l.as_bytes().get(series.len()), Some(b' ' | b'{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A plain HTTP/1.1 GET; returns the status code and the body.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let (status, _, body) = http(addr, "GET", path, &[], b"").await;
