@@ -134,10 +134,12 @@ pub async fn serve_with(
 
     // Ready while serving and, in cluster mode, while Redis answers.
     let (ready_tx, ready_rx) = watch::channel(cluster.is_none());
+    metrics.ready.set(i64::from(cluster.is_none()));
     let ready_tx = Arc::new(ready_tx);
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(cluster) = &cluster {
         let redis = cluster.redis().clone();
+        let ready_metrics = metrics.clone();
         let (ready_tx, draining, health, stop) = (
             ready_tx.clone(),
             draining.clone(),
@@ -165,6 +167,7 @@ pub async fn serve_with(
                             .await;
                     }
                     ready_tx.send_replace(ready);
+                    ready_metrics.ready.set(i64::from(ready));
                     was = Some(ready);
                 }
                 tokio::select! {
@@ -175,6 +178,7 @@ pub async fn serve_with(
         });
     }
     let (stopping_tx, stopping_rx) = watch::channel(false);
+    let drain_metrics = metrics.clone();
     let admin = admin_listener.map(|l| {
         let mut stop = stopping_rx.clone();
         tokio::spawn(admin::serve(l, metrics, ready_rx, async move {
@@ -189,6 +193,8 @@ pub async fn serve_with(
         tracing::info!("draining");
         draining.store(true, std::sync::atomic::Ordering::SeqCst);
         ready_tx.send_replace(false);
+        drain_metrics.draining.set(1);
+        drain_metrics.ready.set(0);
         health.set_not_serving::<ChatGatewayServer<Gateway>>().await;
         health
             .set_service_status("", tonic_health::ServingStatus::NotServing)

@@ -43,6 +43,10 @@ pub struct Metrics {
     pub live_chats: Gauge,
     pub upstream_sockets: Gauge,
     pub subscribers: Gauge,
+    /// 1 while the process is ready for calls (serving, and in cluster mode Redis answers).
+    pub ready: Gauge,
+    /// 1 once a drain (SIGTERM) began.
+    pub draining: Gauge,
     /// Cluster mode: chats whose lease this process holds.
     pub leases_held: Gauge,
     /// Cluster mode: leases taken (a new chat, or a take-over).
@@ -82,6 +86,8 @@ impl Metrics {
             live_chats: Gauge::default(),
             upstream_sockets: Gauge::default(),
             subscribers: Gauge::default(),
+            ready: Gauge::default(),
+            draining: Gauge::default(),
             leases_held: Gauge::default(),
             leases_acquired: Counter::default(),
             leases_lost: Counter::default(),
@@ -112,6 +118,16 @@ impl Metrics {
             "subscribers",
             "Open Subscribe streams",
             m.subscribers.clone(),
+        );
+        r.register(
+            "ready",
+            "1 while the process is ready for calls (serving, and in cluster mode Redis answers)",
+            m.ready.clone(),
+        );
+        r.register(
+            "draining",
+            "1 once a drain (SIGTERM) began",
+            m.draining.clone(),
         );
         r.register(
             "leases_held",

@@ -766,3 +766,86 @@ fn the_simulator_image_serves_the_port_it_exposes_and_hands_out_urls_clients_rea
         .expect("an ENTRYPOINT");
     assert!(entrypoint.contains("/connect-sim\""), "{entrypoint}");
 }
+
+/// The `chatgateway_*` series an expression names.
+fn series_named(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("chatgateway_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        if end > "chatgateway_".len() {
+            out.insert(tail[..end].to_owned());
+        }
+        rest = &tail[end..];
+    }
+    out
+}
+
+/// Every series the alert rules and the Grafana dashboard query is one the gateway exports:
+/// a renamed metric fails here, not silently in an operator's Prometheus.
+#[test]
+fn the_alerts_and_the_dashboard_query_only_exported_series() {
+    use connect_chat_gateway::ops::metrics::{
+        CauseLabel, GrpcLabel, Metrics, OperationErrorLabel, OperationLabel,
+    };
+    let metrics = Metrics::new();
+    // Labelled families are listed once they have a sample.
+    metrics
+        .grpc_calls
+        .get_or_create(&GrpcLabel {
+            method: "StartChat",
+            code: "OK",
+        })
+        .inc();
+    metrics
+        .reconnects
+        .get_or_create(&CauseLabel { cause: "test" })
+        .inc();
+    metrics
+        .upstream_errors
+        .get_or_create(&OperationErrorLabel {
+            operation: "SendMessage",
+            error: "Throttled",
+        })
+        .inc();
+    metrics
+        .upstream_latency
+        .get_or_create(&OperationLabel {
+            operation: "SendMessage",
+        })
+        .observe(0.01);
+    let exported: BTreeSet<String> = metrics
+        .encode()
+        .lines()
+        .filter_map(|l| {
+            let name = l.strip_prefix("# TYPE ")?.split(' ').next()?;
+            Some(name.to_owned())
+        })
+        .collect();
+    // A counter is exported as name_total, a histogram as name_bucket, _sum and _count.
+    let known = |s: &str| {
+        exported.iter().any(|e| {
+            s == e
+                || s.strip_suffix("_total") == Some(e)
+                || ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|suffix| s.strip_suffix(suffix) == Some(e))
+        })
+    };
+    for file in [
+        "prometheus/alerts.yaml",
+        "grafana/connect-chat-gateway.json",
+    ] {
+        let text = read(&root().join("deploy").join(file));
+        let named = series_named(&text);
+        assert!(named.len() >= 5, "{file} names too few series: {named:?}");
+        let unknown: Vec<&String> = named.iter().filter(|s| !known(s)).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} queries series the gateway does not export: {unknown:?} (exported: {exported:?})"
+        );
+    }
+}
