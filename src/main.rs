@@ -4,6 +4,7 @@
 use connect_chat_gateway::config::{AdminListen, Config, StoreKind};
 use connect_chat_gateway::connect::Connect;
 use connect_chat_gateway::ops::metrics::Metrics;
+use connect_chat_gateway::ops::telemetry::{self, Telemetry};
 use connect_chat_gateway::serve::ClusterOptions;
 #[cfg(feature = "sim")]
 use connect_chat_gateway::sim::{SimConfig, Simulator};
@@ -12,7 +13,9 @@ use connect_chat_gateway::ServeOptions;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -21,21 +24,42 @@ async fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    if config.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
+    // Traces over OTLP when the OTEL_* variables ask for them.
+    let (telemetry, otel) = if telemetry::enabled() {
+        match Telemetry::start() {
+            Ok((t, layer)) => (Some(t), Some(layer)),
+            Err(e) => {
+                eprintln!("connect-chat-gateway: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        (None, None)
+    };
+    let fmt = if config.log_json {
+        tracing_subscriber::fmt::layer().json().boxed()
+    } else {
+        tracing_subscriber::fmt::layer().boxed()
+    };
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .with(filter)
+        .init();
+    if telemetry.is_some() {
+        tracing::info!("exporting traces over OTLP");
     }
-    match run(config).await {
+    let code = match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
+    };
+    if let Some(t) = telemetry {
+        t.shutdown();
     }
+    code
 }
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {

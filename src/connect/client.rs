@@ -132,8 +132,25 @@ where
     E: Modelled + ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     async fn timed(self, metrics: &Metrics, op: &'static str) -> Result<T, UpstreamError> {
+        use tracing::Instrument;
         let started = Instant::now();
-        let result = self.await.map_err(|e| classify(op, e));
+        // A client span per Connect call (the SDK's retries inside it), a child of the RPC
+        // or the chat's task that makes it.
+        let span = tracing::info_span!(
+            "connect",
+            otel.name = op,
+            otel.kind = "client",
+            rpc.system = "aws-api",
+            rpc.method = op,
+            otel.status_code = tracing::field::Empty,
+        );
+        let result = self
+            .instrument(span.clone())
+            .await
+            .map_err(|e| classify(op, e));
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
         metrics.observe_upstream(
             op,
             started.elapsed(),

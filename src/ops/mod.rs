@@ -1,5 +1,6 @@
-//! Operating the gateway: Prometheus metrics and the admin HTTP endpoint (metrics, liveness,
-//! readiness).
+//! Operating the gateway: Prometheus metrics, the admin HTTP endpoint (metrics, liveness,
+//! readiness) and OpenTelemetry traces.
 
 pub mod admin;
 pub mod metrics;
+pub mod telemetry;

@@ -267,7 +267,9 @@ pub fn server(
     // protocol still holds back a client that ignores the answers.
     let builder =
         Server::builder().max_concurrent_streams(limits.max_concurrent_streams.saturating_mul(2));
-    builder.layer(SecurityLayer::new(options.auth.clone(), limits, metrics))
+    builder
+        .trace_fn(crate::ops::telemetry::rpc_span)
+        .layer(SecurityLayer::new(options.auth.clone(), limits, metrics))
 }
 
 /// Without authentication the gateway serves only loopback, unless explicitly allowed.

@@ -8,3 +8,4 @@ mod bench_smoke;
 mod cluster;
 mod deploy;
 mod operate;
+mod traces;

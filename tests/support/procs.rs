@@ -33,6 +33,17 @@ pub struct GatewayProc {
 impl GatewayProc {
     /// Spawns the gateway with Redis store `store` under `prefix`, plus `extra` flags.
     pub fn spawn(sim: &str, store: &str, prefix: &str, extra: &[&str]) -> Self {
+        Self::spawn_with_env(sim, store, prefix, extra, &[])
+    }
+
+    /// [`GatewayProc::spawn`] with environment variables `env` set.
+    pub fn spawn_with_env(
+        sim: &str,
+        store: &str,
+        prefix: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_connect-chat-gateway"))
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(["--endpoint-url", sim, "--static-credentials"])
@@ -45,6 +56,7 @@ impl GatewayProc {
                 "RUST_LOG",
                 std::env::var("CCG_TEST_GATEWAY_LOGS").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
