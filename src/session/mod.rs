@@ -716,11 +716,6 @@ impl Sessions {
                 live.remove(&s.contact_id);
             }
         };
-        eprintln!(
-            "SESSION TASK SIZE {} session {}",
-            std::mem::size_of_val(&fut),
-            std::mem::size_of::<Session>()
-        );
         self.inner.tasks.spawn(fut);
         Ok(session)
     }
