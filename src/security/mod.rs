@@ -135,6 +135,12 @@ pub struct SecurityArgs {
     #[arg(long, env = "GATEWAY_RECEIPTS_PER_CHAT", default_value = "256", value_parser = clap::value_parser!(u64).range(1..))]
     pub receipts_per_chat: u64,
 
+    /// Web page origins (scheme://host[:port], comma-separated) whose scripts may call the
+    /// API with gRPC-Web (CORS). None by default: gRPC-Web works for same-origin pages and
+    /// for clients that are not browsers (React Native) without it.
+    #[arg(long, env = "GATEWAY_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+
     /// CreateParticipantConnection calls per second across all chats (0: no budget).
     #[arg(long, env = "GATEWAY_CONNECTION_RATE", default_value = "5")]
     pub connection_rate: u32,
@@ -155,6 +161,8 @@ pub struct SecurityOptions {
     pub auth: Arc<Authenticator>,
     pub tls: Option<TlsSettings>,
     pub limits: Limits,
+    /// Origins whose pages may call the API with gRPC-Web (CORS).
+    pub cors_allowed_origins: Vec<String>,
 }
 
 fn read_file(path: &PathBuf, flag: &str) -> Result<Vec<u8>, String> {
@@ -246,20 +254,43 @@ impl SecurityArgs {
             reflection_requires_auth: self.reflection_requires_auth,
         };
         check_exposure(&auth, listen, self.allow_unauthenticated)?;
+        for origin in &self.cors_allowed_origins {
+            let ok = url::Url::parse(origin).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.path() == "/"
+                    && !origin.ends_with('/')
+            });
+            if !ok {
+                return Err(format!(
+                    "--cors-allowed-origins: {origin:?} is not an origin (scheme://host[:port])"
+                ));
+            }
+        }
         Ok(SecurityOptions {
             auth: Arc::new(auth),
             tls,
             limits: self.limits(),
+            cors_allowed_origins: self.cors_allowed_origins.clone(),
         })
     }
 }
 
 /// The gRPC server builder with the server-wide bounds and the [`layers::SecurityLayer`] applied (TLS is
 /// done by [`crate::security::tls::incoming`]).
+/// The layers of the gRPC server, outermost last: CORS, gRPC-Web, then the security stack.
+pub type ServerLayers = Stack<
+    SecurityLayer,
+    Stack<
+        tonic_web::GrpcWebLayer,
+        Stack<tower_http::cors::CorsLayer, tower::layer::util::Identity>,
+    >,
+>;
+
 pub fn server(
     options: &SecurityOptions,
     metrics: Arc<crate::ops::metrics::Metrics>,
-) -> Server<Stack<SecurityLayer, tower::layer::util::Identity>> {
+) -> Server<ServerLayers> {
     let limits = &options.limits;
     // The request timeout and the limit of calls per connection are the AuthLayer's, which
     // answer DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED. HTTP/2 advertises twice that limit:
@@ -267,9 +298,49 @@ pub fn server(
     // protocol still holds back a client that ignores the answers.
     let builder =
         Server::builder().max_concurrent_streams(limits.max_concurrent_streams.saturating_mul(2));
+    // gRPC-Web (browsers, React Native) on the same port: HTTP/1.1 is accepted for it, and
+    // it is translated to gRPC before any other layer sees the call; CORS answers first.
     builder
+        .accept_http1(true)
         .trace_fn(crate::ops::telemetry::rpc_span)
+        .layer(cors(&options.cors_allowed_origins))
+        .layer(tonic_web::GrpcWebLayer::new())
         .layer(SecurityLayer::new(options.auth.clone(), limits, metrics))
+}
+
+/// CORS for gRPC-Web callers: pages of `origins` only (none: no page of another origin).
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use http::{HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers(
+            [
+                "content-type",
+                "x-grpc-web",
+                "x-user-agent",
+                "grpc-timeout",
+                "authorization",
+                auth::API_KEY_HEADER,
+                "traceparent",
+            ]
+            .map(HeaderName::from_static),
+        )
+        .expose_headers(
+            [
+                "grpc-status",
+                "grpc-message",
+                "grpc-status-details-bin",
+                "resume-cursor",
+            ]
+            .map(HeaderName::from_static),
+        )
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// Without authentication the gateway serves only loopback, unless explicitly allowed.

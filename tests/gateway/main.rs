@@ -9,6 +9,7 @@ mod chaos;
 mod faults;
 mod fuzz;
 mod gateway;
+mod grpc_web;
 mod limits;
 mod resume;
 mod secrets;
