@@ -150,8 +150,8 @@ pub async fn serve_with(
         tokio::spawn(async move {
             let mut was: Option<bool> = None;
             loop {
-                let ok = redis.ping().await;
-                let ready = ok && !draining.load(std::sync::atomic::Ordering::SeqCst);
+                let ready = redis.ping().await;
+                // Once draining, the drain owns readiness.
                 if was != Some(ready) && !draining.load(std::sync::atomic::Ordering::SeqCst) {
                     if ready {
                         tracing::info!("the session store answers; ready");

@@ -30,17 +30,6 @@ pub fn available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-async fn wait_listening(addr: SocketAddr, what: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        if Instant::now() > deadline {
-            return Err(BenchError(format!("{what} did not listen on {addr}")));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
 /// Commands Redis has processed since it started (`INFO stats`; commands scripts run count
 /// too), and the scripts (EVALSHA) it ran.
 async fn redis_commands(url: &str) -> Result<(u64, u64)> {
@@ -51,6 +40,7 @@ async fn redis_commands(url: &str) -> Result<(u64, u64)> {
         .map_err(|e| BenchError(format!("Redis: {e}")))?;
     let info: String = redis::cmd("INFO")
         .arg("stats")
+        .arg("commandstats")
         .query_async(&mut conn)
         .await
         .map_err(|e| BenchError(format!("Redis INFO: {e}")))?;
@@ -59,12 +49,7 @@ async fn redis_commands(url: &str) -> Result<(u64, u64)> {
         .find_map(|l| l.strip_prefix("total_commands_processed:"))
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| BenchError("Redis INFO has no total_commands_processed".into()))?;
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| BenchError(format!("Redis INFO: {e}")))?;
-    let scripts = stats
+    let scripts = info
         .lines()
         .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
         .and_then(|v| v.split(',').next())
@@ -94,7 +79,7 @@ pub async fn run(cfg: &BenchConfig, single: Option<&stats::Summary>) -> Result<C
     )?;
     procs::forward("redis-server", out);
     let redis_addr: SocketAddr = ([127, 0, 0, 1], redis_port).into();
-    wait_listening(redis_addr, "redis-server").await?;
+    procs::wait_listening(redis_addr, "redis-server").await?;
     let redis_url = format!("redis://{redis_addr}");
 
     let (sim, sim_addr, endpoint) = super::spawn_sim(cfg, total, false).await?;
@@ -118,7 +103,7 @@ pub async fn run(cfg: &BenchConfig, single: Option<&stats::Summary>) -> Result<C
         let (gw, out) = Proc::spawn("connect-chat-gateway", &cfg.gateway_bin, &args)?;
         procs::forward("connect-chat-gateway", out);
         let addr: SocketAddr = listen.parse().map_err(|e| BenchError(format!("{e}")))?;
-        wait_listening(addr, "the gateway").await?;
+        procs::wait_listening(addr, "the gateway").await?;
         pools.push(GatewayPool::connect(addr, total, cfg.streams_per_connection).await?);
         gateways.push(gw);
     }

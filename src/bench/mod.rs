@@ -206,13 +206,7 @@ impl Round {
         let (gateway, out) = Proc::spawn("connect-chat-gateway", &cfg.gateway_bin, &gw_args)?;
         procs::forward("connect-chat-gateway", out);
         let addr: SocketAddr = listen.parse().map_err(|e| BenchError(format!("{e}")))?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            if Instant::now() > deadline {
-                return Err(BenchError(format!("the gateway did not listen on {addr}")));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        procs::wait_listening(addr, "the gateway").await?;
         let pool = GatewayPool::connect(addr, total, cfg.streams_per_connection).await?;
         Ok(Round {
             sim,

@@ -420,17 +420,6 @@ impl Cluster {
         Ok(())
     }
 
-    /// Whether anybody holds the contact's lease.
-    pub async fn leased(&self, contact_id: &str) -> Result<bool, StoreError> {
-        let mut conn = self.conn().await?;
-        let n: i64 = redis::cmd("EXISTS")
-            .arg(self.keys.of("lease", contact_id))
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(n == 1)
-    }
-
     /// Appends an entry, if `lease` is still ours.
     pub async fn append(
         &self,
