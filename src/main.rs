@@ -111,7 +111,11 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             let l = TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr} (--admin-listen): {e}"))?;
-            tracing::info!("admin endpoint on http://{}/metrics", l.local_addr()?);
+            let at = l.local_addr()?;
+            tracing::info!("admin endpoint on http://{at}/metrics");
+            if config.console {
+                tracing::info!("chat page and console on http://{at}/console/");
+            }
             Some(l)
         }
     };
@@ -139,6 +143,8 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         store: None,
         cluster,
         security,
+        console: config.console,
+        simulated: endpoint.is_some(),
     };
     connect_chat_gateway::serve_with(listener, admin, upstream, options, shutdown_signal()).await?;
     #[cfg(feature = "sim")]

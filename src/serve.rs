@@ -6,6 +6,7 @@ use crate::api::{ChatDefaults, Gateway};
 use crate::cluster::{Cluster, ClusterSettings, SharedConnectionBudget};
 use crate::connect::Connect;
 use crate::ops::admin;
+use crate::ops::console::{self, Console, ConsoleSettings};
 use crate::pb;
 use crate::pb::chat_gateway_server::ChatGatewayServer;
 use crate::security::limits::EventBudgetSettings;
@@ -52,6 +53,11 @@ pub struct ServeOptions {
     pub cluster: Option<ClusterOptions>,
     /// Caller authentication, TLS and limits.
     pub security: security::SecurityOptions,
+    /// Serve the chat page and debugging console on the admin endpoint.
+    pub console: bool,
+    /// The upstream is the embedded simulator: the console's page says so, and may call the
+    /// API from the admin endpoint's loopback origins without a CORS setting.
+    pub simulated: bool,
 }
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then drains: health turns
@@ -179,9 +185,29 @@ pub async fn serve_with(
     }
     let (stopping_tx, stopping_rx) = watch::channel(false);
     let drain_metrics = metrics.clone();
+    let grpc_port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let mut server_security = options.security.clone();
     let admin = admin_listener.map(|l| {
+        let console = options.console.then(|| {
+            if options.simulated {
+                // The embedded default: the page on the admin port may call the API.
+                if let Ok(addr) = l.local_addr() {
+                    server_security
+                        .cors_allowed_origins
+                        .extend(console::loopback_origins(addr));
+                }
+            }
+            Console::new(
+                sessions.clone(),
+                ConsoleSettings {
+                    grpc_port,
+                    grpc_tls: options.security.tls.is_some(),
+                    simulated: options.simulated,
+                },
+            )
+        });
         let mut stop = stopping_rx.clone();
-        tokio::spawn(admin::serve(l, metrics, ready_rx, async move {
+        tokio::spawn(admin::serve(l, metrics, ready_rx, console, async move {
             let _ = stop.wait_for(|s| *s).await;
         }))
     });
@@ -202,7 +228,7 @@ pub async fn serve_with(
         stopping_tx.send_replace(true);
         sessions.shutdown(grace).await;
     };
-    let server = security::server(&options.security, call_metrics)
+    let server = security::server(&server_security, call_metrics)
         .http2_keepalive_interval(Some(options.http2_keepalive))
         .http2_keepalive_timeout(Some(options.http2_keepalive * 2))
         .add_service(health_service)

@@ -49,9 +49,12 @@ pub(super) fn arguments(
                 path.display()
             ))),
         };
+        // A switch (`--flag`) is given or left out; a boolean that takes a value
+        // (`--flag=false`) is given its value.
+        let switch = !arg.get_action().takes_values();
         match &value {
-            toml::Value::Boolean(true) => from_file.push(format!("--{long}").into()),
-            toml::Value::Boolean(false) => {}
+            toml::Value::Boolean(true) if switch => from_file.push(format!("--{long}").into()),
+            toml::Value::Boolean(false) if switch => {}
             toml::Value::Array(items) => {
                 for item in items {
                     from_file.push(format!("--{long}={}", scalar(item)?).into());

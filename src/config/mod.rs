@@ -46,6 +46,11 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:9090", value_parser = admin_addr)]
     pub admin_listen: AdminListen,
 
+    /// Serve the chat page and live debugging console on the admin endpoint (/console/):
+    /// live chats, their recent events (kinds and ids, never content) and upstream state.
+    #[arg(long, env = "GATEWAY_CONSOLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub console: bool,
+
     /// Session store: "memory" (one process), or a Redis URL (redis://host:6379/0) for
     /// cluster mode: several gateway processes sharing each chat's one Connect socket. With
     /// --store-cluster, the comma-separated seed nodes of a Redis Cluster.
@@ -447,7 +452,7 @@ mod tests {
         let file = dir.join("gateway.toml");
         std::fs::write(
             &file,
-            "history = 64\nheartbeat_interval = \"3s\"\nlog_json = true\nallowed_instance_ids = [\"a\", \"b\"]\n",
+            "history = 64\nheartbeat_interval = \"3s\"\nlog_json = true\nconsole = false\nallowed_instance_ids = [\"a\", \"b\"]\n",
         )
         .unwrap();
         let f = file.to_str().unwrap();
@@ -455,6 +460,8 @@ mod tests {
         assert_eq!(c.history, 9, "the flag wins");
         assert_eq!(c.heartbeat_interval, Duration::from_secs(3));
         assert!(c.log_json);
+        assert!(!c.console, "a boolean taking a value takes the file's");
+        assert!(Config::load_from(["gw"]).unwrap().console, "on by default");
         assert_eq!(c.allowed_instance_ids, ["a", "b"]);
         std::fs::write(&file, "histroy = 1\n").unwrap();
         let e = Config::load_from(["gw", "--config", f])

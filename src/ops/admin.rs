@@ -1,7 +1,9 @@
 //! The admin HTTP endpoint: `/metrics` (Prometheus text), `/healthz` (the process is up) and
-//! `/readyz` (200 while serving, 503 while draining). Kept off the gRPC port so that it can
-//! stay private to the cluster.
+//! `/readyz` (200 while serving, 503 while draining), and the chat page and debugging console
+//! ([`crate::ops::console`]). Kept off the gRPC port so that it can stay private to the
+//! cluster.
 
+use crate::ops::console::Console;
 use crate::ops::metrics::Metrics;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -24,13 +26,17 @@ pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     ready: watch::Receiver<bool>,
+    console: Option<Console>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(AdminState { metrics, ready });
+    if let Some(console) = console {
+        app = app.merge(console.router());
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

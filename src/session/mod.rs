@@ -253,6 +253,23 @@ impl Session {
         }
     }
 
+    /// The newest `limit` events of the history, oldest first (the debugging console).
+    pub fn recent_events(&self, limit: usize) -> Vec<SharedEvent> {
+        let st = self.lock();
+        let skip = st.history.len().saturating_sub(limit);
+        st.history
+            .iter()
+            .skip(skip)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// Cluster mode: whether this replica holds the chat's socket (`None` in one process,
+    /// where it always does while the session is connected).
+    pub fn owns_socket(&self) -> Option<bool> {
+        self.link.as_ref().map(|l| l.owner.load(Ordering::Relaxed))
+    }
+
     /// Runs `f` on the chat's SendEvent budget.
     pub fn with_event_budget<T>(&self, f: impl FnOnce(&mut EventBudget) -> T) -> T {
         f(&mut self.event_budget.lock().unwrap_or_else(|e| e.into_inner()))
@@ -603,6 +620,21 @@ impl Sessions {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .len()
+    }
+
+    /// The live sessions in this process, newest first, at most `limit` of them.
+    pub fn list(&self, limit: usize) -> Vec<Arc<Session>> {
+        let mut all: Vec<Arc<Session>> = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by_key(|s| std::cmp::Reverse(s.started_at));
+        all.truncate(limit);
+        all
     }
 
     /// The live session of a contact, if any.

@@ -6,6 +6,7 @@ mod support;
 
 mod auth;
 mod chaos;
+mod console;
 mod faults;
 mod fuzz;
 mod gateway;

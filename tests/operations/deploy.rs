@@ -276,12 +276,19 @@ fn assert_known_keys(what: &str, table: &toml::Table) {
 /// Gives every value of `table` to the gateway's own parser as the flag it stands for, so a
 /// value the gateway would refuse (a bad duration, a zero limit) fails here.
 fn parses_as_flags(what: &str, table: &toml::Table) {
+    let command = <Config as clap::CommandFactory>::command();
     let mut args = vec!["connect-chat-gateway".to_string()];
     for (key, value) in table {
-        let flag = format!("--{}", key.replace('_', "-"));
+        let long = key.replace('_', "-");
+        // A switch is given or left out; a boolean taking a value is given its value.
+        let switch = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long.as_str()))
+            .is_some_and(|a| !a.get_action().takes_values());
+        let flag = format!("--{long}");
         match value {
-            toml::Value::Boolean(true) => args.push(flag),
-            toml::Value::Boolean(false) => {}
+            toml::Value::Boolean(true) if switch => args.push(flag),
+            toml::Value::Boolean(false) if switch => {}
             toml::Value::Array(a) if a.is_empty() => {}
             other => {
                 args.push(flag);

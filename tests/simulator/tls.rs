@@ -127,6 +127,8 @@ async fn the_gateway_trusts_an_extra_ca_for_upstream_sockets() {
         store: None,
         cluster: None,
         security: Default::default(),
+        console: false,
+        simulated: false,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(connect_chat_gateway::serve(

@@ -124,6 +124,8 @@ impl Harness {
             store: None,
             cluster: None,
             security: Default::default(),
+            console: true,
+            simulated: true,
         };
         adjust(&mut options);
         let (stop, stopped) = oneshot::channel::<()>();
