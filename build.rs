@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Smaller per-call buffers than tonic's default (see src/codec.rs).
         .codec_path("crate::pb::codec::ProstCodec")
+        // File chunks decode as views of the received buffer, not copies.
+        .bytes(".chatgateway.v1")
         .compile_fds(fds)?;
     Ok(())
 }

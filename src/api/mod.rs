@@ -2,6 +2,7 @@
 //! caller's right to the chat with its chat token, and hands the work to the chat's session
 //! or to the Connect client. No Connect token ever leaves this module in a response.
 
+mod attachments;
 mod chat;
 mod defaults;
 mod messages;
@@ -50,6 +51,8 @@ pub struct Gateway {
     chats_per_caller: Arc<ChatsPerCaller>,
     /// Cluster mode: each caller's requests per second across the replicas (0: off).
     caller_rate: u32,
+    /// Attachment transfers: chunks in flight each, and how many at once.
+    transfers: attachments::TransferLimits,
 }
 
 impl Gateway {
@@ -79,6 +82,12 @@ impl Gateway {
             defaults: Arc::new(defaults),
             chats_per_caller,
             caller_rate: limits.caller_rate,
+            transfers: attachments::TransferLimits::new(
+                limits.attachment_buffer_bytes,
+                limits.max_message_bytes,
+                limits.max_attachment_transfers,
+                limits.request_timeout,
+            ),
         }
     }
 
@@ -274,6 +283,22 @@ impl ChatGateway for Gateway {
         request: Request<pb::GetChatRequest>,
     ) -> Result<Response<pb::GetChatResponse>, Status> {
         self.get_chat_inner(request).await
+    }
+
+    async fn send_attachment(
+        &self,
+        request: Request<tonic::Streaming<pb::SendAttachmentRequest>>,
+    ) -> Result<Response<pb::SendAttachmentResponse>, Status> {
+        self.send_attachment_inner(request).await
+    }
+
+    type GetAttachmentStream = attachments::DownloadStream;
+
+    async fn get_attachment(
+        &self,
+        request: Request<pb::GetAttachmentRequest>,
+    ) -> Result<Response<Self::GetAttachmentStream>, Status> {
+        self.get_attachment_inner(request).await
     }
 
     type SubscribeStream = subscribe::EventStream;

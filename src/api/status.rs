@@ -32,6 +32,20 @@ pub enum ApiError {
     TooManyChatsForCaller(usize),
     #[error("this caller is over its request rate; retry after the delay")]
     CallerRate(Duration),
+    #[error("no approved attachment with this id is in the chat")]
+    AttachmentNotFound,
+    #[error("Amazon Connect rejected this attachment when it scanned it")]
+    AttachmentRejected,
+    #[error("{0}")]
+    Cancelled(&'static str),
+    #[error("no chunk of the file arrived for {0:?}")]
+    ChunkTimeout(Duration),
+    #[error("the attachment storage failed the transfer; retry after the delay")]
+    Storage,
+    #[error(
+        "the gateway is at its limit of {0} attachment transfers at once; retry after the delay"
+    )]
+    TooManyTransfers(usize),
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error(transparent)]
@@ -95,7 +109,21 @@ impl From<ApiError> for Status {
             ApiError::PermissionDenied | ApiError::NotInChain => {
                 Status::permission_denied(e.to_string())
             }
-            ApiError::DeadlineExceeded => Status::deadline_exceeded(e.to_string()),
+            ApiError::DeadlineExceeded | ApiError::ChunkTimeout(_) => {
+                Status::deadline_exceeded(e.to_string())
+            }
+            ApiError::AttachmentNotFound => Status::not_found(e.to_string()),
+            ApiError::AttachmentRejected => Status::failed_precondition(e.to_string()),
+            ApiError::Cancelled(_) => Status::cancelled(e.to_string()),
+            ApiError::Storage | ApiError::TooManyTransfers(_) => Status::with_error_details(
+                if matches!(e, ApiError::Storage) {
+                    Code::Unavailable
+                } else {
+                    Code::ResourceExhausted
+                },
+                e.to_string(),
+                ErrorDetails::with_retry_info(Some(DEFAULT_RETRY_DELAY)),
+            ),
             ApiError::TooManyChatsForCaller(_) => Status::resource_exhausted(e.to_string()),
             ApiError::CallerRate(wait) => Status::with_error_details(
                 Code::ResourceExhausted,

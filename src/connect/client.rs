@@ -119,10 +119,25 @@ pub struct Connect {
     socket_config: WebSocketConfig,
     /// TLS for `wss://` participant sockets, built once (not per socket).
     socket_tls: std::sync::Arc<rustls::ClientConfig>,
+    /// HTTP for attachment bytes (pre-signed upload and download URLs), with the sockets'
+    /// TLS configuration.
+    http: reqwest::Client,
+    call_timeout: Duration,
+}
+
+/// The HTTP client of attachment transfers: the sockets' trust roots, a connect timeout,
+/// no redirects (a signed URL answers itself).
+fn http_client(tls: &rustls::ClientConfig, connect_timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls.clone())
+        .connect_timeout(connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a preconfigured rustls configuration makes a valid HTTP client")
 }
 
 /// Times an SDK call and classifies its error, recording both.
-trait Timed<T, E> {
+pub(super) trait Timed<T, E> {
     async fn timed(self, metrics: &Metrics, op: &'static str) -> Result<T, UpstreamError>;
 }
 
@@ -197,6 +212,8 @@ impl Connect {
             loader = loader.endpoint_url(url.clone());
         }
         let shared = loader.load().await;
+        let socket_tls = crate::security::tls::socket_client_config(None)
+            .expect("the built-in web roots make a valid TLS configuration");
         let participant_cfg = aws_sdk_connectparticipant::config::Builder::from(&shared)
             .credentials_provider(anonymous)
             .build();
@@ -207,9 +224,18 @@ impl Connect {
             connection_budget: None,
             shared_budget: None,
             socket_config: WebSocketConfig::default().read_buffer_size(SOCKET_READ_BUFFER),
-            socket_tls: crate::security::tls::socket_client_config(None)
-                .expect("the built-in web roots make a valid TLS configuration"),
+            socket_tls: socket_tls.clone(),
+            http: http_client(&socket_tls, cfg.call_timeout),
+            call_timeout: cfg.call_timeout,
         }
+    }
+
+    pub(super) fn participant(&self) -> &aws_sdk_connectparticipant::Client {
+        &self.participant
+    }
+
+    pub(super) fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -258,6 +284,7 @@ impl Connect {
         path: &std::path::Path,
     ) -> Result<Self, crate::security::tls::TlsError> {
         self.socket_tls = crate::security::tls::socket_client_config(Some(path))?;
+        self.http = http_client(&self.socket_tls, self.call_timeout);
         Ok(self)
     }
 

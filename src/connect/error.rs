@@ -3,11 +3,14 @@
 //! (a 429 from a front door, a 5xx) are classified by their HTTP status. Never by a string.
 
 use aws_sdk_connect::operation::start_chat_contact::StartChatContactError;
+use aws_sdk_connectparticipant::operation::complete_attachment_upload::CompleteAttachmentUploadError;
 use aws_sdk_connectparticipant::operation::create_participant_connection::CreateParticipantConnectionError;
 use aws_sdk_connectparticipant::operation::disconnect_participant::DisconnectParticipantError;
+use aws_sdk_connectparticipant::operation::get_attachment::GetAttachmentError;
 use aws_sdk_connectparticipant::operation::get_transcript::GetTranscriptError;
 use aws_sdk_connectparticipant::operation::send_event::SendEventError;
 use aws_sdk_connectparticipant::operation::send_message::SendMessageError;
+use aws_sdk_connectparticipant::operation::start_attachment_upload::StartAttachmentUploadError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -126,6 +129,28 @@ participant_errors!(GetTranscriptError {
     ValidationException => UpstreamError::Invalid { what: "ValidationException" },
 });
 participant_errors!(DisconnectParticipantError {
+    AccessDeniedException => UpstreamError::AccessDenied,
+    InternalServerException => UpstreamError::Unavailable,
+    ThrottlingException => THROTTLED,
+    ValidationException => UpstreamError::Invalid { what: "ValidationException" },
+});
+
+participant_errors!(StartAttachmentUploadError {
+    AccessDeniedException => UpstreamError::AccessDenied,
+    InternalServerException => UpstreamError::Unavailable,
+    ServiceQuotaExceededException => UpstreamError::QuotaExceeded,
+    ThrottlingException => THROTTLED,
+    ValidationException => UpstreamError::Invalid { what: "ValidationException" },
+});
+participant_errors!(CompleteAttachmentUploadError {
+    AccessDeniedException => UpstreamError::AccessDenied,
+    ConflictException => UpstreamError::Conflict,
+    InternalServerException => UpstreamError::Unavailable,
+    ServiceQuotaExceededException => UpstreamError::QuotaExceeded,
+    ThrottlingException => THROTTLED,
+    ValidationException => UpstreamError::Invalid { what: "ValidationException" },
+});
+participant_errors!(GetAttachmentError {
     AccessDeniedException => UpstreamError::AccessDenied,
     InternalServerException => UpstreamError::Unavailable,
     ThrottlingException => THROTTLED,

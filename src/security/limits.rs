@@ -41,6 +41,11 @@ pub struct Limits {
     pub connection_burst: u32,
     /// Largest frame or message accepted on an upstream participant socket, in bytes.
     pub max_upstream_frame_bytes: usize,
+    /// Bytes of one attachment transfer held in flight (in chunks of at most
+    /// `max_message_bytes`).
+    pub attachment_buffer_bytes: usize,
+    /// Attachment transfers (uploads and downloads) at once in this process.
+    pub max_attachment_transfers: usize,
 }
 
 impl Default for Limits {
@@ -58,6 +63,8 @@ impl Default for Limits {
             connection_rate: 5,
             connection_burst: 9,
             max_upstream_frame_bytes: 256 * 1024,
+            attachment_buffer_bytes: 1024 * 1024,
+            max_attachment_transfers: 32,
         }
     }
 }

@@ -152,6 +152,16 @@ pub struct SecurityArgs {
     /// Largest frame accepted on an upstream participant socket, in bytes.
     #[arg(long, env = "GATEWAY_MAX_UPSTREAM_FRAME_BYTES", default_value = "262144", value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_upstream_frame_bytes: u64,
+
+    /// Bytes of one attachment upload or download held in flight by the gateway (in chunks
+    /// of at most --max-message-bytes); a slower side holds the other back.
+    #[arg(long, env = "GATEWAY_ATTACHMENT_BUFFER_BYTES", default_value = "1048576", value_parser = clap::value_parser!(u64).range(1..))]
+    pub attachment_buffer_bytes: u64,
+
+    /// Attachment uploads and downloads in progress at once in this process; more are
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "GATEWAY_MAX_ATTACHMENT_TRANSFERS", default_value = "32", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_attachment_transfers: u64,
 }
 
 /// What [`crate::serve()`] applies. The default: no authentication, no TLS, default limits
@@ -184,6 +194,8 @@ impl SecurityArgs {
             connection_rate: self.connection_rate,
             connection_burst: self.connection_burst,
             max_upstream_frame_bytes: clamp(self.max_upstream_frame_bytes),
+            attachment_buffer_bytes: clamp(self.attachment_buffer_bytes),
+            max_attachment_transfers: clamp(self.max_attachment_transfers),
             ..Limits::default()
         }
     }

@@ -43,6 +43,10 @@ pub struct SimConfig {
     pub max_tokens_per_participant: usize,
     /// Attachments per chat.
     pub max_attachments_per_chat: usize,
+    /// Scan completed attachments, as an instance with attachment scanning does: the
+    /// attachment shows IN_PROGRESS, then APPROVED, or REJECTED for a file containing the
+    /// EICAR antivirus test string.
+    pub scan_attachments: bool,
     /// Attachment bytes reserved across all chats.
     pub max_attachment_bytes: u64,
     /// Lifetime of an attachment upload URL.
@@ -84,6 +88,7 @@ impl Default for SimConfig {
             max_start_client_tokens: 100_000,
             max_tokens_per_participant: 32,
             max_attachments_per_chat: 100,
+            scan_attachments: true,
             max_attachment_bytes: 256 * 1024 * 1024,
             upload_url_ttl: Duration::from_secs(300),
             agent_queue: 256,

@@ -1,5 +1,6 @@
 //! Bounds how long a unary call (or a stream's opening) may take: past the gateway's
-//! request timeout the call is answered DEADLINE_EXCEEDED.
+//! request timeout the call is answered DEADLINE_EXCEEDED. SendAttachment, whose length is
+//! its file's, times each chunk instead.
 
 use super::BoxFuture;
 use std::task::{Context, Poll};
@@ -48,6 +49,10 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        // An upload's length is the file's: its chunks are timed one by one instead.
+        if req.uri().path().ends_with("/SendAttachment") {
+            return Box::pin(self.inner.call(req));
+        }
         let timeout = self.timeout;
         let answer = tokio::time::timeout(timeout, self.inner.call(req));
         Box::pin(async move {

@@ -93,6 +93,8 @@ pub struct Attachment {
     pub upload_expires: Instant,
     pub data: Option<Bytes>,
     pub completed: bool,
+    /// The scan's verdict, once completed: `APPROVED` or `REJECTED`.
+    pub status: &'static str,
     /// Download tokens handed out by GetAttachment (bounded): token, expiry, disposition.
     pub downloads: VecDeque<(String, Instant, Option<String>)>,
 }

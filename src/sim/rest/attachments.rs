@@ -107,6 +107,7 @@ pub(super) async fn start_attachment_upload(
                         upload_expires: Instant::now() + shared.config.upload_url_ttl,
                         data: None,
                         completed: false,
+                        status: "IN_PROGRESS",
                         downloads: Default::default(),
                     },
                 );
@@ -127,6 +128,22 @@ pub(super) async fn start_attachment_upload(
             },
         }))
     })
+}
+
+/// The antivirus test file's signature: the scan rejects a file containing it (the EICAR
+/// test string, harmless, recognised by every scanner).
+pub const SCAN_REJECT_PATTERN: &[u8] = b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE";
+
+/// The simulated scan's verdict.
+fn scan(data: &[u8]) -> &'static str {
+    if data
+        .windows(SCAN_REJECT_PATTERN.len())
+        .any(|w| w == SCAN_REJECT_PATTERN)
+    {
+        "REJECTED"
+    } else {
+        "APPROVED"
+    }
 }
 
 #[derive(Deserialize)]
@@ -158,7 +175,7 @@ pub(super) async fn complete_attachment_upload(
         if st.ended {
             return Err(ApiError::access_denied("The chat has ended"));
         }
-        let (name, ct) = {
+        let (name, ct, status) = {
             let att = st
                 .attachments
                 .get_mut(id)
@@ -170,14 +187,27 @@ pub(super) async fn complete_attachment_upload(
                 return Err(ApiError::conflict("The attachment upload has not finished"));
             }
             att.completed = true;
-            (att.name.clone(), att.content_type.clone())
+            if shared.config.scan_attachments {
+                att.status = scan(att.data.as_deref().unwrap_or_default());
+            } else {
+                att.status = "APPROVED";
+            }
+            (att.name.clone(), att.content_type.clone(), att.status)
         };
-        let mut item = chat.item("ATTACHMENT", &ct, None, Some(&chat.customer));
-        item.insert(
-            "Attachments".into(),
-            json!([{ "ContentType": ct, "AttachmentId": id, "AttachmentName": name, "Status": "APPROVED" }]),
-        );
-        shared.commit(&chat, &mut st, item, true);
+        let attachment_item = |status: &str| {
+            let mut item = chat.item("ATTACHMENT", &ct, None, Some(&chat.customer));
+            item.insert(
+                "Attachments".into(),
+                json!([{ "ContentType": ct, "AttachmentId": id, "AttachmentName": name, "Status": status }]),
+            );
+            item
+        };
+        // With scanning, Connect shows the attachment while it is scanned, then sends the
+        // verdict as a second item.
+        if shared.config.scan_attachments {
+            shared.commit(&chat, &mut st, attachment_item("IN_PROGRESS"), true);
+        }
+        shared.commit(&chat, &mut st, attachment_item(status), true);
         Ok(json!({}))
     })
 }
@@ -217,9 +247,9 @@ pub(super) async fn get_attachment(
         let att = st
             .attachments
             .get_mut(id)
-            .filter(|a| a.completed)
+            .filter(|a| a.completed && a.status == "APPROVED")
             .ok_or_else(|| {
-                v("AttachmentId does not match a completed attachment of this chat".into())
+                v("AttachmentId does not match an approved attachment of this chat".into())
             })?;
         let token = new_token();
         att.downloads.push_back((
