@@ -7,6 +7,7 @@
 //! - [`stats`]: latency percentiles.
 //! - [`report`]: the figures, the table and the targets.
 
+pub mod attachments;
 pub mod clients;
 pub mod cluster;
 pub mod procs;
@@ -76,6 +77,10 @@ pub struct BenchConfig {
     pub settle_secs: f64,
     /// Run the cluster round (three replicas on a private `redis-server`).
     pub cluster: bool,
+    /// The attachment round's file size, MB (0: no round).
+    pub attachment_mb: usize,
+    /// Run the attachment round only.
+    pub attachments_only: bool,
 }
 
 impl BenchConfig {
@@ -100,6 +105,8 @@ impl BenchConfig {
             streams_per_connection: 100,
             settle_secs: 2.0,
             cluster: cluster::available(),
+            attachment_mb: 20,
+            attachments_only: false,
         }
     }
 }
@@ -385,6 +392,13 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
     }
     let mut report = Report::new(cfg, nofile);
     report.machine.load_average_before = procs::load_average();
+    if cfg.attachments_only {
+        eprintln!("bench: attachment round: {} MB", cfg.attachment_mb);
+        report.attachment = Some(attachments::run(cfg).await?);
+        report.machine.load_average_after = procs::load_average();
+        report.check_targets();
+        return Ok(report);
+    }
 
     // Round 1: plain sockets. Setup and latency side by side, then capacity and throughput.
     eprintln!("bench: round 1 (ws://): starting the simulator and the gateway");
@@ -562,6 +576,10 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
         );
         let single = report.latency.as_ref().map(|l| l.gateway.clone());
         report.cluster = Some(cluster::run(cfg, single.as_ref()).await?);
+    }
+    if cfg.attachment_mb > 0 {
+        eprintln!("bench: attachment round: {} MB", cfg.attachment_mb);
+        report.attachment = Some(attachments::run(cfg).await?);
     }
     report.machine.load_average_after = procs::load_average();
     report.check_targets();

@@ -290,6 +290,20 @@ pub struct Target {
     pub met: bool,
 }
 
+/// One attachment sent and read back through the gateway.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttachmentReport {
+    pub bytes: u64,
+    pub upload_mb_per_s: f64,
+    pub download_mb_per_s: f64,
+    pub gateway_rss_before: u64,
+    /// The gateway's peak resident memory during the upload and the download.
+    pub gateway_rss_peak: u64,
+    pub gateway_rss_after: u64,
+    /// Peak minus before, MiB (`None` where the peak counter could not be reset).
+    pub peak_growth_mib: Option<f64>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub machine: Machine,
@@ -299,6 +313,7 @@ pub struct Report {
     pub capacity: Vec<CapacityReport>,
     pub throughput: Option<ThroughputReport>,
     pub cluster: Option<ClusterReport>,
+    pub attachment: Option<AttachmentReport>,
     pub targets: Vec<Target>,
 }
 
@@ -342,6 +357,7 @@ impl Report {
             capacity: Vec::new(),
             throughput: None,
             cluster: None,
+            attachment: None,
             targets: Vec::new(),
         }
     }
@@ -384,6 +400,19 @@ impl Report {
                 measured: format!("{:.3} ms", l.added_p99_ms),
                 met: l.added_p99_ms <= 1.0,
             });
+        }
+        if let Some(a) = &self.attachment {
+            if let Some(growth) = a.peak_growth_mib {
+                t.push(Target {
+                    name: format!(
+                        "attachment of {} MB up and down: peak memory growth",
+                        a.bytes / (1024 * 1024)
+                    ),
+                    target: "< 4 MiB".into(),
+                    measured: format!("{growth:.2} MiB"),
+                    met: growth < 4.0,
+                });
+            }
         }
         if let Some(s) = &self.setup {
             t.push(Target {
@@ -573,6 +602,21 @@ impl Report {
                 cores.join(" / "),
                 c.redis_cores,
                 c.streams_ended
+            );
+        }
+        if let Some(a) = &self.attachment {
+            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            let _ = writeln!(
+                o,
+                "\nattachment: {:.1} MiB sent at {:.1} MiB/s and read back at {:.1} MiB/s; gateway resident {:.1} MiB before, peak {:.1} MiB ({}), {:.1} MiB after",
+                mib(a.bytes),
+                a.upload_mb_per_s,
+                a.download_mb_per_s,
+                mib(a.gateway_rss_before),
+                mib(a.gateway_rss_peak),
+                a.peak_growth_mib
+                    .map_or("peak counter not resettable".to_owned(), |g| format!("+{g:.2} MiB")),
+                mib(a.gateway_rss_after)
             );
         }
         let _ = writeln!(o, "\ntargets:");

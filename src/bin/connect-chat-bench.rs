@@ -48,6 +48,13 @@ struct Args {
     /// redis-server is on the PATH).
     #[arg(long)]
     no_cluster: bool,
+    /// The attachment round: a file of this many MB (at most 20) sent and read back through
+    /// the gateway, its peak memory growth measured (0 skips the round).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=20))]
+    attachment_mb: u64,
+    /// Run the attachment round only.
+    #[arg(long)]
+    attachments_only: bool,
     /// Subscribe streams per gRPC connection.
     #[arg(long, default_value_t = 100)]
     streams_per_connection: usize,
@@ -78,6 +85,8 @@ async fn main() -> ExitCode {
     cfg.tls = !args.no_tls;
     cfg.cluster = cfg.cluster && !args.no_cluster;
     cfg.streams_per_connection = args.streams_per_connection;
+    cfg.attachment_mb = args.attachment_mb as usize;
+    cfg.attachments_only = args.attachments_only && args.attachment_mb > 0;
     if let Some(p) = args.sim_bin {
         cfg.sim_bin = p;
     }
