@@ -10,6 +10,7 @@ pub mod status;
 mod subscribe;
 mod transcript;
 pub mod validate;
+mod views;
 
 use crate::api::status::ApiError;
 use crate::api::validate::{
@@ -299,6 +300,27 @@ impl ChatGateway for Gateway {
         request: Request<pb::GetAttachmentRequest>,
     ) -> Result<Response<Self::GetAttachmentStream>, Status> {
         self.get_attachment_inner(request).await
+    }
+
+    async fn get_view(
+        &self,
+        request: Request<pb::GetViewRequest>,
+    ) -> Result<Response<pb::GetViewResponse>, Status> {
+        self.get_view_inner(request).await
+    }
+
+    async fn get_authentication_url(
+        &self,
+        request: Request<pb::GetAuthenticationUrlRequest>,
+    ) -> Result<Response<pb::GetAuthenticationUrlResponse>, Status> {
+        self.get_authentication_url_inner(request).await
+    }
+
+    async fn cancel_authentication(
+        &self,
+        request: Request<pb::CancelAuthenticationRequest>,
+    ) -> Result<Response<pb::CancelAuthenticationResponse>, Status> {
+        self.cancel_authentication_inner(request).await
     }
 
     type SubscribeStream = subscribe::EventStream;

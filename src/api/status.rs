@@ -34,6 +34,8 @@ pub enum ApiError {
     CallerRate(Duration),
     #[error("no approved attachment with this id is in the chat")]
     AttachmentNotFound,
+    #[error("{0}: Amazon Connect knows no such resource")]
+    NotFound(&'static str),
     #[error("Amazon Connect rejected this attachment when it scanned it")]
     AttachmentRejected,
     #[error("{0}")]
@@ -55,6 +57,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The resource `field` names does not exist.
+    pub fn not_found(field: &'static str) -> Self {
+        Self::NotFound(field)
+    }
+
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         Self::InvalidArgument {
             field,
@@ -112,7 +119,9 @@ impl From<ApiError> for Status {
             ApiError::DeadlineExceeded | ApiError::ChunkTimeout(_) => {
                 Status::deadline_exceeded(e.to_string())
             }
-            ApiError::AttachmentNotFound => Status::not_found(e.to_string()),
+            ApiError::AttachmentNotFound | ApiError::NotFound(_) => {
+                Status::not_found(e.to_string())
+            }
             ApiError::AttachmentRejected => Status::failed_precondition(e.to_string()),
             ApiError::Cancelled(_) => Status::cancelled(e.to_string()),
             ApiError::Storage | ApiError::TooManyTransfers(_) => Status::with_error_details(

@@ -206,7 +206,49 @@ pub fn validate_start(
         }
         None => None,
     };
+    if req.segment_attributes.len() > limits::ATTRIBUTES_COUNT {
+        return Err(ApiError::invalid(
+            "segment_attributes",
+            format!("must hold at most {} keys", limits::ATTRIBUTES_COUNT),
+        ));
+    }
+    if let Some((k, _)) = req
+        .segment_attributes
+        .iter()
+        .find(|(k, v)| k.is_empty() || k.chars().count() > 128 || v.is_empty())
+    {
+        return Err(ApiError::invalid(
+            "segment_attributes",
+            format!("{k:?}: keys must be 1 to 128 characters and values not empty"),
+        ));
+    }
+    check_len("customer_id", &req.customer_id, 0, 128)?;
+    check_len("related_contact_id", &req.related_contact_id, 0, limits::ID)?;
+    if !req.related_contact_id.is_empty() && persistent_source.is_some() {
+        return Err(ApiError::invalid(
+            "related_contact_id",
+            "cannot be used with persistent_chat",
+        ));
+    }
+    let response_mode = match pb::ResponseMode::try_from(req.response_mode) {
+        Ok(pb::ResponseMode::Unspecified) => None,
+        Ok(pb::ResponseMode::Incremental) => {
+            Some(aws_sdk_connect::types::ResponseMode::Incremental)
+        }
+        Ok(pb::ResponseMode::Complete) => Some(aws_sdk_connect::types::ResponseMode::Complete),
+        Err(_) => {
+            return Err(ApiError::invalid(
+                "response_mode",
+                "is not a known response mode",
+            ))
+        }
+    };
     Ok(StartChat {
+        response_mode,
+        segment_attributes: req.segment_attributes,
+        customer_id: (!req.customer_id.is_empty()).then_some(req.customer_id),
+        related_contact_id: (!req.related_contact_id.is_empty()).then_some(req.related_contact_id),
+        disconnect_agent_on_customer_exit: req.disconnect_agent_on_customer_exit,
         instance_id: resolve_id(
             "instance_id",
             limits::INSTANCE_ID,

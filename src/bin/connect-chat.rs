@@ -16,7 +16,8 @@ use tonic::{Code, Status};
 
 /// Chat with an Amazon Connect agent through connect-chat-gateway.
 ///
-/// Type a line and Enter to send it. Commands: /typing, /transcript, /end, /help.
+/// Type a line and Enter to send it. Commands: /typing, /transcript, /attach PATH,
+/// /download ID [PATH], /end, /help.
 /// End of input (Ctrl-D) ends the chat; Ctrl-C leaves it open to resume later.
 #[derive(Parser, Debug)]
 #[command(name = "connect-chat", version, about, long_about)]
@@ -153,6 +154,25 @@ async fn run(args: Args) -> Result<(), BoxError> {
                 }
             }
             "/help" => out.line(HELP),
+            _ if line.starts_with("/attach ") => {
+                let path = line["/attach ".len()..].trim();
+                match attach(&mut client, &chat, path).await {
+                    Ok(id) => out.line(&format!("[attachment {id} sent]")),
+                    Err(e) => out.line(&format!("[not attached: {e}]")),
+                }
+            }
+            _ if line.starts_with("/download ") => {
+                let mut words = line["/download ".len()..].split_whitespace();
+                let (Some(id), path) = (words.next(), words.next()) else {
+                    out.line("usage: /download ATTACHMENT_ID [PATH]");
+                    continue;
+                };
+                let path = path.unwrap_or(id);
+                match download(&mut client, &chat, id, path).await {
+                    Ok(n) => out.line(&format!("[saved {n} bytes to {path}]")),
+                    Err(e) => out.line(&format!("[not downloaded: {e}]")),
+                }
+            }
             _ if line.starts_with('/') && !line.starts_with("//") => {
                 out.line(&format!("unknown command {line}\n{HELP}"))
             }
@@ -202,8 +222,107 @@ const HELP: &str = "\
   any text     send it as a message (start with // to send a line beginning with /)
   /typing      tell the agent you are typing
   /transcript  show the chat's transcript
+  /attach PATH send a file (pdf, png, jpeg, txt, csv, doc(x), xls(x), ppt(x), ...; 20 MB at most)
+  /download ID [PATH]
+               save an attachment (by the id its line shows) to PATH, or to a file named ID
   /end         end the chat (so does Ctrl-D); Ctrl-C leaves it open to resume later
   /help        this list";
+
+/// The MIME type Connect expects for a file, by its extension.
+fn content_type_of(path: &std::path::Path) -> Option<&'static str> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "csv" => "text/csv",
+        "doc" => "application/msword",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "heic" => "image/heic",
+        "jfif" | "jpeg" | "jpg" => "image/jpeg",
+        "mov" => "video/quicktime",
+        "mp4" => "video/mp4",
+        "pdf" => "application/pdf",
+        "png" => "image/png",
+        "ppt" => "application/vnd.ms-powerpoint",
+        "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "rtf" => "application/rtf",
+        "txt" => "text/plain",
+        "wav" => "audio/wav",
+        "xls" => "application/vnd.ms-excel",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        _ => return None,
+    })
+}
+
+/// Sends the file at `path` in chunks, read as they are sent.
+async fn attach(client: &mut Client, chat: &Chat, path: &str) -> Result<String, BoxError> {
+    use tokio::io::AsyncReadExt;
+    const CHUNK: usize = 64 * 1024;
+    let path = std::path::Path::new(path);
+    let content_type = content_type_of(path).ok_or(
+        "Amazon Connect takes csv, doc(x), heic, jfif, jpeg/jpg, mov, mp4, pdf, png, ppt(x), rtf, txt, wav and xls(x) files",
+    )?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or("the path names no file")?
+        .to_owned();
+    let file = tokio::fs::File::open(path).await?;
+    let size = file.metadata().await?.len();
+    let start = pb::SendAttachmentRequest {
+        part: Some(pb::send_attachment_request::Part::Start(
+            pb::AttachmentStart {
+                chat: Some(chat.chat.clone()),
+                name,
+                content_type: content_type.into(),
+                size,
+                client_token: String::new(),
+            },
+        )),
+    };
+    let chunks = futures::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0u8; CHUNK];
+        match file.read(&mut buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                let part = pb::send_attachment_request::Part::Chunk(buf.into());
+                Some((pb::SendAttachmentRequest { part: Some(part) }, Some(file)))
+            }
+        }
+    });
+    use futures::StreamExt;
+    let answer = client
+        .send_attachment(futures::stream::iter([start]).chain(chunks))
+        .await
+        .map_err(|s| describe("SendAttachment failed", &s))?;
+    Ok(answer.into_inner().attachment_id)
+}
+
+/// Saves an attachment to `path`, chunk by chunk; answers the bytes written.
+async fn download(client: &mut Client, chat: &Chat, id: &str, path: &str) -> Result<u64, BoxError> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = client
+        .get_attachment(pb::GetAttachmentRequest {
+            chat: Some(chat.chat.clone()),
+            attachment_id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| describe("GetAttachment failed", &s))?
+        .into_inner();
+    let mut file = tokio::fs::File::create(path).await?;
+    let mut written = 0u64;
+    while let Some(m) = stream
+        .message()
+        .await
+        .map_err(|s| describe("the download broke off", &s))?
+    {
+        file.write_all(&m.chunk).await?;
+        written += m.chunk.len() as u64;
+    }
+    file.flush().await?;
+    Ok(written)
+}
 
 async fn resume_chat(client: &mut Client, resume: &str) -> Result<Chat, BoxError> {
     let (contact_id, chat_token) = resume
@@ -510,8 +629,8 @@ fn render(ev: &pb::ChatEvent, me: &str) -> Option<String> {
         Event::Delivered(_) => format!("{at}   ✓ delivered to {who}"),
         Event::Read(_) => format!("{at}   ✓✓ read by {who}"),
         Event::Attachment(a) => format!(
-            "{at} {who} sent an attachment: {} ({}, {})",
-            a.name, a.content_type, a.status
+            "{at} {who} sent an attachment: {} ({}, {}; id {})",
+            a.name, a.content_type, a.status, a.attachment_id
         ),
         Event::Transfer(t) => format!(
             "{at} [transfer {}]",
@@ -526,6 +645,33 @@ fn render(ev: &pb::ChatEvent, me: &str) -> Option<String> {
                 "[connected to Amazon Connect]".into()
             }
         }
+        Event::ParticipantInvited(_) => format!("{at} {who} was invited"),
+        Event::ParticipantActive(_) => format!("{at} {who} is active"),
+        Event::ParticipantInactive(_) => format!("{at} {who} is inactive"),
+        Event::ParticipantAutoDisconnected(_) => format!("{at} ← {who} was disconnected (idle)"),
+        Event::DisplayNameUpdated(_) => format!("{at} {who} is the new name"),
+        Event::ChatRehydrated(_) => format!("{at} [the past chat's transcript is here]"),
+        Event::WorkflowCancelled(_) => format!("{at} [the contact's flow was cancelled]"),
+        Event::Authentication(a) => format!(
+            "{at} [authentication {}{}]",
+            a.state()
+                .as_str_name()
+                .trim_start_matches("AUTHENTICATION_STATE_")
+                .to_ascii_lowercase(),
+            if a.session_id.is_empty() {
+                String::new()
+            } else {
+                format!(", session {}", a.session_id)
+            }
+        ),
+        Event::MessageProcessing(m) => format!(
+            "{at}   [message {}: {}]",
+            m.message_id,
+            m.status()
+                .as_str_name()
+                .trim_start_matches("MESSAGE_PROCESSING_STATUS_")
+                .to_ascii_lowercase()
+        ),
         Event::Started(_) | Event::Keepalive(_) => return None,
     };
     Some(text)

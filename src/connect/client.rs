@@ -52,6 +52,11 @@ pub struct StartChat {
     pub duration_minutes: Option<i32>,
     pub persistent_source: Option<(String, Option<ct::RehydrationType>)>,
     pub client_token: Option<String>,
+    pub response_mode: Option<ct::ResponseMode>,
+    pub segment_attributes: HashMap<String, String>,
+    pub customer_id: Option<String>,
+    pub related_contact_id: Option<String>,
+    pub disconnect_agent_on_customer_exit: bool,
 }
 
 #[derive(Debug)]
@@ -332,6 +337,28 @@ impl Connect {
             .set_chat_duration_in_minutes(req.duration_minutes)
             .set_persistent_chat(persistent)
             .set_client_token(req.client_token)
+            .set_participant_configuration(req.response_mode.map(|mode| {
+                ct::ParticipantConfiguration::builder()
+                    .response_mode(mode)
+                    .build()
+            }))
+            .set_segment_attributes((!req.segment_attributes.is_empty()).then(|| {
+                req.segment_attributes
+                    .into_iter()
+                    .map(|(k, v)| {
+                        (
+                            k,
+                            ct::SegmentAttributeValue::builder().value_string(v).build(),
+                        )
+                    })
+                    .collect()
+            }))
+            .set_customer_id(req.customer_id)
+            .set_related_contact_id(req.related_contact_id)
+            .set_disconnect_on_customer_exit(
+                req.disconnect_agent_on_customer_exit
+                    .then(|| vec![ct::DisconnectOnCustomerExitParticipantType::Agent]),
+            )
             .send()
             .timed(&self.metrics, "StartChatContact")
             .await?;

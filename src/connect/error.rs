@@ -3,10 +3,13 @@
 //! (a 429 from a front door, a 5xx) are classified by their HTTP status. Never by a string.
 
 use aws_sdk_connect::operation::start_chat_contact::StartChatContactError;
+use aws_sdk_connectparticipant::operation::cancel_participant_authentication::CancelParticipantAuthenticationError;
 use aws_sdk_connectparticipant::operation::complete_attachment_upload::CompleteAttachmentUploadError;
 use aws_sdk_connectparticipant::operation::create_participant_connection::CreateParticipantConnectionError;
+use aws_sdk_connectparticipant::operation::describe_view::DescribeViewError;
 use aws_sdk_connectparticipant::operation::disconnect_participant::DisconnectParticipantError;
 use aws_sdk_connectparticipant::operation::get_attachment::GetAttachmentError;
+use aws_sdk_connectparticipant::operation::get_authentication_url::GetAuthenticationUrlError;
 use aws_sdk_connectparticipant::operation::get_transcript::GetTranscriptError;
 use aws_sdk_connectparticipant::operation::send_event::SendEventError;
 use aws_sdk_connectparticipant::operation::send_message::SendMessageError;
@@ -151,6 +154,26 @@ participant_errors!(CompleteAttachmentUploadError {
     ValidationException => UpstreamError::Invalid { what: "ValidationException" },
 });
 participant_errors!(GetAttachmentError {
+    AccessDeniedException => UpstreamError::AccessDenied,
+    InternalServerException => UpstreamError::Unavailable,
+    ThrottlingException => THROTTLED,
+    ValidationException => UpstreamError::Invalid { what: "ValidationException" },
+});
+
+participant_errors!(DescribeViewError {
+    AccessDeniedException => UpstreamError::AccessDenied,
+    InternalServerException => UpstreamError::Unavailable,
+    ResourceNotFoundException => UpstreamError::NotFound,
+    ThrottlingException => THROTTLED,
+    ValidationException => UpstreamError::Invalid { what: "ValidationException" },
+});
+participant_errors!(GetAuthenticationUrlError {
+    AccessDeniedException => UpstreamError::AccessDenied,
+    InternalServerException => UpstreamError::Unavailable,
+    ThrottlingException => THROTTLED,
+    ValidationException => UpstreamError::Invalid { what: "ValidationException" },
+});
+participant_errors!(CancelParticipantAuthenticationError {
     AccessDeniedException => UpstreamError::AccessDenied,
     InternalServerException => UpstreamError::Unavailable,
     ThrottlingException => THROTTLED,

@@ -138,6 +138,8 @@ pub struct MessageMetadata {
     pub receipts: Option<Vec<Receipt>>,
     pub message_completed: Option<bool>,
     pub chunk_number: Option<u32>,
+    /// PROCESSING, FAILED or REJECTED (message processing such as redaction).
+    pub message_processing_status: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -242,6 +244,7 @@ pub fn from_sdk(item: &aws_sdk_connectparticipant::types::Item) -> Item {
             // The SDK's model has no streaming-chunk members; socket items carry them.
             message_completed: None,
             chunk_number: None,
+            message_processing_status: m.message_processing_status().map(|s| s.as_str().to_owned()),
         }),
         contact_id: item.contact_id().map(str::to_owned),
         raw: String::new(),
@@ -262,6 +265,50 @@ pub fn parse_time(s: &str) -> Option<Timestamp> {
 
 /// Translates an item into a typed event (without cursor). Items the gateway does not type
 /// pass through as [`pb::RawItem`].
+/// An `authentication.<state>` event: its state and the session id its content names.
+fn authentication(state: &str, item: &Item) -> Option<pb::chat_event::Event> {
+    use pb::AuthenticationState as S;
+    let state = match state {
+        "initiated" => S::Initiated,
+        "succeeded" => S::Succeeded,
+        "failed" => S::Failed,
+        "timeout" => S::Timeout,
+        "expired" => S::Expired,
+        "cancelled" => S::Cancelled,
+        _ => return None,
+    };
+    let content = item.content.clone().unwrap_or_default();
+    let session_id = serde_json::from_str::<serde_json::Value>(&content)
+        .ok()
+        .and_then(|v| v.get("SessionId")?.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    Some(pb::chat_event::Event::Authentication(
+        pb::AuthenticationEvent {
+            state: state as i32,
+            session_id,
+            content,
+        },
+    ))
+}
+
+/// A message metadata item's processing status, if it has one.
+fn message_processing(item: &Item) -> Option<pb::chat_event::Event> {
+    use pb::MessageProcessingStatus as S;
+    let meta = item.message_metadata.as_ref()?;
+    let status = match meta.message_processing_status.as_deref()? {
+        "PROCESSING" => S::Processing,
+        "FAILED" => S::Failed,
+        "REJECTED" => S::Rejected,
+        _ => S::Unspecified,
+    };
+    Some(pb::chat_event::Event::MessageProcessing(
+        pb::MessageProcessing {
+            message_id: meta.message_id.clone().unwrap_or_default(),
+            status: status as i32,
+        },
+    ))
+}
+
 pub fn to_event(item: &Item) -> pb::ChatEvent {
     use pb::chat_event::Event;
     use ItemType as T;
@@ -319,10 +366,31 @@ pub fn to_event(item: &Item) -> pb::ChatEvent {
         (Some(T::TransferFailed), _) | (_, Some("transfer.failed")) => {
             Some(Event::Transfer(pb::Transfer { succeeded: false }))
         }
+        (_, Some("participant.invited")) => {
+            Some(Event::ParticipantInvited(pb::ParticipantChange {}))
+        }
+        (_, Some("participant.active")) => Some(Event::ParticipantActive(pb::ParticipantChange {})),
+        (_, Some("participant.inactive")) => {
+            Some(Event::ParticipantInactive(pb::ParticipantChange {}))
+        }
+        (_, Some("participant.autodisconnection")) => {
+            Some(Event::ParticipantAutoDisconnected(pb::ParticipantChange {}))
+        }
+        (_, Some("participant.displayname.updated")) => {
+            Some(Event::DisplayNameUpdated(pb::ParticipantChange {}))
+        }
+        (_, Some("chat.rehydrated")) => Some(Event::ChatRehydrated(pb::ChatRehydrated {})),
+        (_, Some("workflow.cancelled")) => Some(Event::WorkflowCancelled(pb::WorkflowCancelled {})),
+        (_, Some(name)) if name.starts_with("authentication.") => {
+            authentication(&name["authentication.".len()..], item)
+        }
         (Some(T::MessageRead), _) | (_, Some("message.read")) => receipt(true),
         (Some(T::MessageDelivered), _) | (_, Some("message.delivered")) => receipt(false),
-        // A metadata item may carry both timestamps; the read one wins.
-        (Some(T::MessageMetadata), _) => receipt(true).or_else(|| receipt(false)),
+        // A metadata item may carry both timestamps; the read one wins. One without receipts
+        // may carry the message's processing status.
+        (Some(T::MessageMetadata), _) => receipt(true)
+            .or_else(|| receipt(false))
+            .or_else(|| message_processing(item)),
         (Some(T::Attachment), _) => item.attachments.as_ref().and_then(|a| a.first()).map(|a| {
             Event::Attachment(pb::Attachment {
                 attachment_id: a.attachment_id.clone().unwrap_or_default(),

@@ -7,6 +7,7 @@ pub mod content_type;
 pub mod error;
 pub mod item;
 pub mod socket;
+pub mod views;
 
 pub use client::{
     parse_system_time, Connect, Connection, Sent, StartChat, StartedChat, TranscriptPage,

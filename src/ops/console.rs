@@ -244,6 +244,33 @@ fn event_view(e: &pb::ChatEvent) -> EventView {
                     .to_ascii_lowercase(),
             ),
         ),
+        Some(Event::ParticipantInvited(_)) => ("participant_invited", None),
+        Some(Event::ParticipantActive(_)) => ("participant_active", None),
+        Some(Event::ParticipantInactive(_)) => ("participant_inactive", None),
+        Some(Event::ParticipantAutoDisconnected(_)) => ("participant_auto_disconnected", None),
+        Some(Event::DisplayNameUpdated(_)) => ("display_name_updated", None),
+        Some(Event::ChatRehydrated(_)) => ("chat_rehydrated", None),
+        Some(Event::WorkflowCancelled(_)) => ("workflow_cancelled", None),
+        Some(Event::Authentication(a)) => (
+            "authentication",
+            Some(
+                a.state()
+                    .as_str_name()
+                    .trim_start_matches("AUTHENTICATION_STATE_")
+                    .to_ascii_lowercase(),
+            ),
+        ),
+        Some(Event::MessageProcessing(m)) => (
+            "message_processing",
+            Some(format!(
+                "of {}: {}",
+                m.message_id,
+                m.status()
+                    .as_str_name()
+                    .trim_start_matches("MESSAGE_PROCESSING_STATUS_")
+                    .to_ascii_lowercase()
+            )),
+        ),
         Some(Event::Started(_)) => ("started", None),
         Some(Event::Keepalive(_)) => ("keepalive", None),
         None => ("unknown", None),

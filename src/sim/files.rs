@@ -167,8 +167,9 @@ async fn download(
         .into_response()
 }
 
-/// The page behind GetAuthenticationUrl: "authenticates" at once and redirects back.
-async fn authenticate(RawQuery(query): RawQuery) -> Response {
+/// The page behind GetAuthenticationUrl: "authenticates" at once (the chat receives
+/// authentication.succeeded) and redirects back.
+async fn authenticate(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
     let Some(redirect) = query_param(query.as_deref(), "redirect_uri") else {
         return fail(StatusCode::BAD_REQUEST, "Missing redirect_uri");
     };
@@ -176,6 +177,11 @@ async fn authenticate(RawQuery(query): RawQuery) -> Response {
     let Ok(mut target) = url::Url::parse(&redirect) else {
         return fail(StatusCode::BAD_REQUEST, "redirect_uri is not a URL");
     };
+    if let Some(chat) =
+        query_param(query.as_deref(), "contact_id").and_then(|c| shared.find_chat(&c))
+    {
+        super::rest::authentication_event(&shared, &chat, "succeeded", &session);
+    }
     target.query_pairs_mut().append_pair("session_id", &session);
     match HeaderValue::from_str(target.as_str()) {
         Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),

@@ -51,6 +51,7 @@ pub mod tls;
 pub mod ws;
 
 pub use config::{AgentConfig, SimConfig};
+pub use model::chat::StartOptions;
 pub use model::control::SimError;
 pub use model::operation::{FaultKind, Operation};
 pub use model::stats::Counters;
@@ -241,6 +242,14 @@ impl SimHandle {
         item: serde_json::Value,
     ) -> Result<serde_json::Value, SimError> {
         self.shared().push_raw_item(contact_id, item)
+    }
+
+    /// The optional StartChatContact settings a chat was started with (None: none given, or
+    /// no such chat).
+    pub fn start_options(&self, contact_id: &str) -> Option<StartOptions> {
+        self.shared()
+            .find_chat(contact_id)
+            .and_then(|c| c.options.as_deref().cloned())
     }
 
     /// The agent says `text` (a `text/plain` MESSAGE). Returns the item id.

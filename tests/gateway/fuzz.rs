@@ -104,8 +104,14 @@ proptest! {
         persistent in proptest::option::of((".{0,300}", any::<i32>())),
         ids in (".{0,120}", ".{0,520}"),
         client_token in ".{0,520}",
+        options in (any::<i32>(), prop::collection::hash_map(".{0,140}", ".{0,16}", 0..4), ".{0,140}", ".{0,300}", any::<bool>()),
     ) {
         let req = pb::StartChatRequest {
+            response_mode: options.0,
+            segment_attributes: options.1.into_iter().collect::<HashMap<_, _>>(),
+            customer_id: options.2,
+            related_contact_id: options.3,
+            disconnect_agent_on_customer_exit: options.4,
             display_name,
             attributes: attributes.into_iter().collect::<HashMap<_, _>>(),
             initial_message: initial.map(|(content_type, content)| pb::InitialMessage { content_type, content }),
@@ -121,6 +127,8 @@ proptest! {
             prop_assert!(!start.display_name.trim().is_empty());
             prop_assert!(start.display_name.chars().count() <= validate::limits::DISPLAY_NAME);
             prop_assert!(start.content_types.iter().all(|c| connect_chat_gateway::connect::content_type::is_message(c)));
+            prop_assert!(start.customer_id.as_ref().is_none_or(|c| c.chars().count() <= 128));
+            prop_assert!(start.related_contact_id.is_none() || start.persistent_source.is_none());
         }
     }
 

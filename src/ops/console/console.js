@@ -11,7 +11,9 @@ const KINDS = {
   10: "message", 11: "typing", 12: "participant_joined", 13: "participant_left",
   14: "participant_idle", 15: "participant_returned", 16: "delivered", 17: "read",
   18: "attachment", 19: "transfer", 20: "chat_ended", 21: "raw", 22: "upstream",
-  23: "started", 24: "keepalive",
+  23: "started", 24: "keepalive", 25: "participant_invited", 26: "participant_active",
+  27: "participant_inactive", 28: "participant_auto_disconnected", 29: "display_name_updated",
+  30: "chat_rehydrated", 31: "workflow_cancelled", 32: "authentication", 33: "message_processing",
 };
 const TYPING_EVERY_MS = 5000;
 const TYPING_SHOWN_MS = 4000;
@@ -40,6 +42,7 @@ function decodeEvent(f) {
     } else if (kind === "delivered" || kind === "read") {
       event.messageId = str(body, 1);
     } else if (kind === "attachment") {
+      event.attachmentId = str(body, 1);
       event.name = str(body, 2);
       event.status = str(body, 4);
     } else if (kind === "upstream" || kind === "started") {
@@ -87,6 +90,17 @@ class Chat {
     if (now - this.lastTyping < TYPING_EVERY_MS) return;
     this.lastTyping = now;
     await this.event("typing");
+  }
+
+  // A signed URL of an attachment (GetAttachment with url_only: one message).
+  async attachmentUrl(attachmentId) {
+    const req = new Writer()
+      .message(1, this.ref())
+      .string(2, attachmentId)
+      .uint(3, 1)
+      .finish();
+    for await (const f of this.client.stream(`${SERVICE}/GetAttachment`, req)) return str(f, 3);
+    throw new Error("GetAttachment answered nothing");
   }
 
   async end() {
@@ -210,9 +224,17 @@ async function main() {
       case "participant_left":
         messages.append(el("li", { class: "notice" }, `${e.senderName || e.role} ${e.kind === "participant_joined" ? "joined" : "left"}`));
         break;
-      case "attachment":
-        messages.append(el("li", { class: "notice" }, `attachment ${e.name}: ${e.status}`));
+      case "attachment": {
+        const li = el("li", { class: "notice attachment" }, `attachment ${e.name}: ${e.status.toLowerCase()} `);
+        if (e.status === "APPROVED") {
+          const open = el("button", { type: "button", class: "link" }, "open");
+          open.addEventListener("click", () =>
+            chat.attachmentUrl(e.attachmentId).then((url) => window.open(url, "_blank", "noopener")).catch(showError));
+          li.append(open);
+        }
+        messages.append(li);
         break;
+      }
       case "chat_ended":
         messages.append(el("li", { class: "notice" }, "chat ended"));
         break;

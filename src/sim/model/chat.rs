@@ -249,6 +249,9 @@ pub struct Chat {
     pub supported_types: Vec<String>,
     pub duration: Duration,
     pub continued_from: Option<String>,
+    /// StartChatContact's optional settings, when the request had any (boxed: most chats
+    /// have none).
+    pub options: Option<Box<StartOptions>>,
     pub(super) ended: AtomicBool,
     pub(super) customer_left: AtomicBool,
     pub(super) state: Mutex<ChatState>,
@@ -256,6 +259,17 @@ pub struct Chat {
     pub(super) agent_tx: mpsc::Sender<AgentEvent>,
     /// Stops the agent task when the chat ends or the simulator shuts down.
     pub agent_stop: CancellationToken,
+}
+
+/// StartChatContact settings the simulator keeps to show what a chat was started with.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StartOptions {
+    pub customer_id: Option<String>,
+    pub related_contact_id: Option<String>,
+    pub response_mode: Option<String>,
+    pub disconnect_on_customer_exit: Option<Vec<String>>,
+    pub segment_attributes: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Why a participant call is refused (AccessDeniedException).

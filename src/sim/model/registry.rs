@@ -72,6 +72,7 @@ pub struct NewChat {
     pub initial_message: Option<(String, String)>,
     pub client_token: Option<String>,
     pub source_contact_id: Option<String>,
+    pub options: Option<Box<super::chat::StartOptions>>,
 }
 
 /// StartChatContact's answer.
@@ -281,6 +282,7 @@ impl Shared {
                 supported_types: req.supported_types.clone(),
                 duration: req.duration,
                 continued_from: req.source_contact_id.clone(),
+                options: req.options.clone(),
                 ended: AtomicBool::new(false),
                 customer_left: AtomicBool::new(false),
                 state: Mutex::new(ChatState::new(cap)),

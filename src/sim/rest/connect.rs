@@ -18,6 +18,7 @@ use serde_json::Map;
 
 use super::wire::{check_len, optional, parse, required, run, ApiError};
 use crate::connect::content_type;
+use crate::sim::model::chat::StartOptions;
 use crate::sim::model::operation::Operation;
 use crate::sim::model::registry::{NewChat, Shared, StartError};
 
@@ -258,6 +259,19 @@ fn validate_start(req: &StartChatContactRequest) -> Result<NewChat, ApiError> {
         initial_message,
         client_token: req.client_token.clone().filter(|t| !t.is_empty()),
         source_contact_id,
+        options: {
+            let options = StartOptions {
+                customer_id: req.customer_id.clone(),
+                related_contact_id: req.related_contact_id.clone(),
+                response_mode: req
+                    .participant_configuration
+                    .as_ref()
+                    .and_then(|p| p.response_mode.clone()),
+                disconnect_on_customer_exit: req.disconnect_on_customer_exit.clone(),
+                segment_attributes: req.segment_attributes.clone(),
+            };
+            (options != StartOptions::default()).then(|| Box::new(options))
+        },
     })
 }
 

@@ -24,6 +24,7 @@ use participant::{
     create_participant_connection, disconnect_participant, send_event, send_message,
 };
 use transcript::get_transcript;
+pub(crate) use views::authentication_event;
 use views::{cancel_participant_authentication, describe_view, get_authentication_url};
 use wire::ApiError;
 

@@ -61,7 +61,7 @@ pub(super) async fn get_authentication_url(
     body: Bytes,
 ) -> Response {
     run(&shared, Operation::GetAuthenticationUrl, || {
-        shared.authorize(bearer(&headers))?;
+        let chat = shared.authorize(bearer(&headers))?;
         let req: AuthenticationRequest = parse(&body, ApiError::validation)?;
         let session =
             required("SessionId", &req.session_id, 36, 36).map_err(ApiError::validation)?;
@@ -70,11 +70,32 @@ pub(super) async fn get_authentication_url(
         let query = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("session_id", session)
             .append_pair("redirect_uri", redirect)
+            .append_pair("contact_id", &chat.contact_id)
             .finish();
         Ok(
             json!({ "AuthenticationUrl": format!("{}/_sim/authenticate?{query}", shared.public_base) }),
         )
     })
+}
+
+/// Commits an `authentication.<state>` event naming its session, from the system.
+pub(crate) fn authentication_event(
+    shared: &Shared,
+    chat: &crate::sim::model::chat::Chat,
+    state: &str,
+    session_id: &str,
+) {
+    let content = json!({ "SessionId": session_id }).to_string();
+    let item = chat.item(
+        "EVENT",
+        &format!("application/vnd.amazonaws.connect.event.authentication.{state}"),
+        Some(&content),
+        None,
+    );
+    let mut st = chat.lock();
+    if !st.ended {
+        shared.commit(chat, &mut st, item, true);
+    }
 }
 
 pub(super) async fn cancel_participant_authentication(
@@ -83,9 +104,11 @@ pub(super) async fn cancel_participant_authentication(
     body: Bytes,
 ) -> Response {
     run(&shared, Operation::CancelParticipantAuthentication, || {
-        shared.authorize(bearer(&headers))?;
+        let chat = shared.authorize(bearer(&headers))?;
         let req: AuthenticationRequest = parse(&body, ApiError::validation)?;
-        required("SessionId", &req.session_id, 36, 36).map_err(ApiError::validation)?;
+        let session =
+            required("SessionId", &req.session_id, 36, 36).map_err(ApiError::validation)?;
+        authentication_event(&shared, &chat, "cancelled", session);
         Ok(json!({}))
     })
 }

@@ -1,0 +1,111 @@
+//! Every event kind Connect sends arrives typed: pushed into the simulator as Connect would
+//! send it, each comes out of Subscribe as its own oneof member; an unknown kind stays `raw`.
+
+use crate::support::gateway::*;
+use connect_chat_gateway::pb::{self, chat_event::Event};
+use serde_json::json;
+
+const EVENT: &str = "application/vnd.amazonaws.connect.event.";
+
+fn kind(e: &Event) -> &'static str {
+    match e {
+        Event::ParticipantInvited(_) => "invited",
+        Event::ParticipantActive(_) => "active",
+        Event::ParticipantInactive(_) => "inactive",
+        Event::ParticipantAutoDisconnected(_) => "autodisconnection",
+        Event::DisplayNameUpdated(_) => "displayname",
+        Event::ChatRehydrated(_) => "rehydrated",
+        Event::WorkflowCancelled(_) => "workflow",
+        Event::Authentication(_) => "authentication",
+        Event::MessageProcessing(_) => "processing",
+        Event::Raw(_) => "raw",
+        _ => "other",
+    }
+}
+
+#[tokio::test]
+async fn every_connect_event_kind_arrives_typed() {
+    let mut h = Harness::start().await;
+    let chat = h.start_chat("Ada").await;
+    let mut stream = h.subscribe(&chat).await;
+    read_until(&mut stream, |e| {
+        e.iter().any(|e| {
+            matches!(e.event, Some(Event::ParticipantJoined(_)))
+                && e.sender
+                    .as_ref()
+                    .is_some_and(|s| s.role == pb::ParticipantRole::Agent as i32)
+        })
+    })
+    .await;
+    let pushed = [
+        ("participant.invited", "invited"),
+        ("participant.active", "active"),
+        ("participant.inactive", "inactive"),
+        ("participant.autodisconnection", "autodisconnection"),
+        ("participant.displayname.updated", "displayname"),
+        ("chat.rehydrated", "rehydrated"),
+        ("workflow.cancelled", "workflow"),
+        ("something.new", "raw"),
+    ];
+    for (name, _) in pushed {
+        h.sim
+            .push_item(
+                &chat.contact_id,
+                json!({"Type": "EVENT", "ContentType": format!("{EVENT}{name}"), "ParticipantRole": "AGENT", "ParticipantId": "agent-1", "DisplayName": "Agent"}),
+            )
+            .unwrap();
+    }
+    h.sim
+        .push_item(
+            &chat.contact_id,
+            json!({"Type": "EVENT", "ContentType": format!("{EVENT}authentication.initiated"), "Content": "{\"SessionId\":\"0b6b2a3e-8f41-4a57-9f0e-4c1d2e3f4a5b\"}", "ParticipantRole": "SYSTEM"}),
+        )
+        .unwrap();
+    let sent = h.send(&chat, "card 4111").await;
+    h.sim
+        .push_item(
+            &chat.contact_id,
+            json!({"Type": "MESSAGEMETADATA", "ContentType": "application/vnd.amazonaws.connect.event.message.metadata", "MessageMetadata": {"MessageId": sent.message_id, "MessageProcessingStatus": "REJECTED"}}),
+        )
+        .unwrap();
+    let events = read_until(&mut stream, |e| {
+        e.iter()
+            .any(|e| matches!(e.event, Some(Event::MessageProcessing(_))))
+    })
+    .await;
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.event.as_ref().map(kind))
+        .filter(|k| *k != "other")
+        .collect();
+    let mut want: Vec<&str> = pushed.iter().map(|(_, k)| *k).collect();
+    want.extend(["authentication", "processing"]);
+    assert_eq!(kinds, want);
+    let auth = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Some(Event::Authentication(a)) => Some(a.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(auth.state(), pb::AuthenticationState::Initiated);
+    assert_eq!(auth.session_id, "0b6b2a3e-8f41-4a57-9f0e-4c1d2e3f4a5b");
+    let processing = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Some(Event::MessageProcessing(m)) => Some(m.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(processing.message_id, sent.message_id);
+    assert_eq!(processing.status(), pb::MessageProcessingStatus::Rejected);
+    let invited = events
+        .iter()
+        .find(|e| matches!(e.event, Some(Event::ParticipantInvited(_))))
+        .unwrap();
+    assert_eq!(
+        invited.sender.as_ref().unwrap().role(),
+        pb::ParticipantRole::Agent
+    );
+    h.stop().await;
+}
