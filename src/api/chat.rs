@@ -172,6 +172,11 @@ impl Gateway {
         self.sessions.store().ping().await.map_err(ApiError::from)?;
         let slot = self.reserve_chat(&principal).await?;
         let content_types = start.content_types.clone();
+        let instance_id = if start.instance_id == self.defaults.instance_id {
+            String::new()
+        } else {
+            start.instance_id.clone()
+        };
         // Connect requires text/plain in the list only when a list is sent.
         if content_types.len() == 1 {
             start.content_types.clear();
@@ -196,6 +201,7 @@ impl Gateway {
                 started_at: SystemTime::now(),
                 ended: false,
                 owner: principal.id.clone(),
+                instance_id,
             })
             .await
         {

@@ -16,4 +16,7 @@ pub struct ChatDefaults {
     pub token_wait: Duration,
     /// A quiet Subscribe stream gets a keepalive event this often.
     pub keepalive_interval: Duration,
+    /// The End User Messaging (Pinpoint) application that sends the push notifications of
+    /// RegisterPushNotification; `None`: push notifications are off.
+    pub push_application_arn: Option<String>,
 }

@@ -6,6 +6,7 @@ mod attachments;
 mod chat;
 mod defaults;
 mod messages;
+mod push;
 pub mod status;
 mod subscribe;
 mod transcript;
@@ -321,6 +322,20 @@ impl ChatGateway for Gateway {
         request: Request<pb::CancelAuthenticationRequest>,
     ) -> Result<Response<pb::CancelAuthenticationResponse>, Status> {
         self.cancel_authentication_inner(request).await
+    }
+
+    async fn register_push_notification(
+        &self,
+        request: Request<pb::RegisterPushNotificationRequest>,
+    ) -> Result<Response<pb::RegisterPushNotificationResponse>, Status> {
+        self.register_push_inner(request).await
+    }
+
+    async fn unregister_push_notification(
+        &self,
+        request: Request<pb::UnregisterPushNotificationRequest>,
+    ) -> Result<Response<pb::UnregisterPushNotificationResponse>, Status> {
+        self.unregister_push_inner(request).await
     }
 
     type SubscribeStream = subscribe::EventStream;

@@ -111,6 +111,12 @@ pub struct Config {
     #[arg(long, env = "CONNECT_CONTACT_FLOW_ID", requires = "instance_id")]
     pub contact_flow_id: Option<String>,
 
+    /// ARN of the AWS End User Messaging (Pinpoint) application that sends the chats' push
+    /// notifications (RegisterPushNotification); callers cannot name another. Absent: push
+    /// registration answers FAILED_PRECONDITION (the embedded simulator has one of its own).
+    #[arg(long, env = "GATEWAY_PUSH_APPLICATION_ARN")]
+    pub push_application_arn: Option<String>,
+
     /// AWS region of the Connect instance.
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     pub region: String,
@@ -247,6 +253,9 @@ fn store_kind(s: &str) -> Result<StoreKind, String> {
 /// Instance and flow ids used against the embedded simulator.
 pub const SIMULATED_INSTANCE_ID: &str = "00000000-0000-4000-8000-000000000001";
 pub const SIMULATED_CONTACT_FLOW_ID: &str = "00000000-0000-4000-8000-000000000002";
+/// The push application used against the embedded simulator.
+pub const SIMULATED_PUSH_APPLICATION_ARN: &str =
+    "arn:aws:mobiletargeting:us-east-1:000000000000:apps/simulated";
 
 impl Config {
     /// Parses the command line and environment, then fills in what neither set from the
@@ -365,6 +374,10 @@ impl Config {
             allowed_contact_flow_ids: self.allowed_contact_flow_ids.iter().cloned().collect(),
             token_wait: self.upstream_timeout,
             keepalive_interval: self.keepalive_interval,
+            push_application_arn: self.push_application_arn.clone().or_else(|| {
+                self.embedded()
+                    .then(|| SIMULATED_PUSH_APPLICATION_ARN.to_owned())
+            }),
         }
     }
 

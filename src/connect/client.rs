@@ -235,6 +235,10 @@ impl Connect {
         }
     }
 
+    pub(super) fn connect_client(&self) -> &aws_sdk_connect::Client {
+        &self.connect
+    }
+
     pub(super) fn participant(&self) -> &aws_sdk_connectparticipant::Client {
         &self.participant
     }

@@ -2,6 +2,8 @@
 //! variants) map to one [`UpstreamError`]; errors the model does not name for an operation
 //! (a 429 from a front door, a 5xx) are classified by their HTTP status. Never by a string.
 
+use aws_sdk_connect::operation::create_push_notification_registration::CreatePushNotificationRegistrationError;
+use aws_sdk_connect::operation::delete_push_notification_registration::DeletePushNotificationRegistrationError;
 use aws_sdk_connect::operation::start_chat_contact::StartChatContactError;
 use aws_sdk_connectparticipant::operation::cancel_participant_authentication::CancelParticipantAuthenticationError;
 use aws_sdk_connectparticipant::operation::complete_attachment_upload::CompleteAttachmentUploadError;
@@ -86,6 +88,39 @@ impl Modelled for StartChatContactError {
             },
             E::LimitExceededException(_) => UpstreamError::ConcurrentChatsLimit,
             E::ResourceNotFoundException(_) => UpstreamError::NotFound,
+            _ => return None,
+        })
+    }
+}
+
+impl Modelled for CreatePushNotificationRegistrationError {
+    fn modelled(&self) -> Option<UpstreamError> {
+        use CreatePushNotificationRegistrationError as E;
+        Some(match self {
+            E::AccessDeniedException(_) => UpstreamError::AccessDenied,
+            E::InternalServiceException(_) => UpstreamError::Unavailable,
+            E::InvalidParameterException(_) => UpstreamError::Invalid {
+                what: "InvalidParameterException",
+            },
+            E::ResourceNotFoundException(_) => UpstreamError::NotFound,
+            E::ServiceQuotaExceededException(_) => UpstreamError::QuotaExceeded,
+            E::ThrottlingException(_) => THROTTLED,
+            _ => return None,
+        })
+    }
+}
+
+impl Modelled for DeletePushNotificationRegistrationError {
+    fn modelled(&self) -> Option<UpstreamError> {
+        use DeletePushNotificationRegistrationError as E;
+        Some(match self {
+            E::AccessDeniedException(_) => UpstreamError::AccessDenied,
+            E::InternalServiceException(_) => UpstreamError::Unavailable,
+            E::InvalidParameterException(_) => UpstreamError::Invalid {
+                what: "InvalidParameterException",
+            },
+            E::ResourceNotFoundException(_) => UpstreamError::NotFound,
+            E::ThrottlingException(_) => THROTTLED,
             _ => return None,
         })
     }

@@ -33,6 +33,9 @@ pub struct ChatRecord {
     pub ended: bool,
     /// The principal that started the chat: only it may use the chat's tokens.
     pub owner: String,
+    /// The Connect instance of the chat when it is not the gateway's configured one (empty:
+    /// the configured one).
+    pub instance_id: String,
 }
 
 impl ChatRecord {
@@ -92,6 +95,7 @@ mod tests {
             started_at: SystemTime::now(),
             ended: false,
             owner: "anonymous".into(),
+            instance_id: String::new(),
         }
     }
 

@@ -28,6 +28,9 @@ struct Fixed {
     /// The principal that started the chat.
     #[serde(default)]
     owner: String,
+    /// Empty: the gateway's configured instance.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    instance_id: String,
 }
 
 /// Creates the record, or adds a replay's token hashes to it (the newest kept), and
@@ -101,6 +104,7 @@ impl Fixed {
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
                 .unwrap_or(0),
             owner: r.owner.clone(),
+            instance_id: r.instance_id.clone(),
         }
     }
 }
@@ -146,6 +150,7 @@ fn record_of(fixed: &str, tokens: &str, ended: &str, sealer: &Sealer) -> Option<
         started_at: UNIX_EPOCH + Duration::from_millis(fixed.started_at_ms),
         ended: ended == "1",
         owner: fixed.owner,
+        instance_id: fixed.instance_id,
     })
 }
 
@@ -287,6 +292,7 @@ mod tests {
             started_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1234),
             ended: false,
             owner: "key:ops".into(),
+            instance_id: "other-instance".into(),
         };
         let sealer = Sealer::random();
         let fixed = serde_json::to_string(&Fixed::of(&r, &sealer)).unwrap();

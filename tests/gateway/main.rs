@@ -14,6 +14,7 @@ mod fuzz;
 mod gateway;
 mod grpc_web;
 mod limits;
+mod push;
 mod resume;
 mod secrets;
 mod start_options;

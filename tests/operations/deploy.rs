@@ -17,7 +17,11 @@ const ADMIN_PORT: u16 = 9090;
 
 /// The only AWS API the gateway signs with its own credentials (participant calls use
 /// Connect's bearer tokens).
-const SIGNED_ACTIONS: &[&str] = &["connect:StartChatContact"];
+const SIGNED_ACTIONS: &[&str] = &[
+    "connect:StartChatContact",
+    "connect:CreatePushNotificationRegistration",
+    "connect:DeletePushNotificationRegistration",
+];
 
 // ---------------------------------------------------------------------------------------
 // The gateway's settings, from clap.
@@ -640,13 +644,22 @@ fn the_iam_policy_grants_only_start_chat_contact_on_contact_flows() {
             );
         }
         actions.extend(strings(&st["Action"]));
+        let starts = strings(&st["Action"]) == ["connect:StartChatContact"];
         for resource in strings(&st["Resource"]) {
-            let flow = resource
-                .strip_prefix(
-                    "arn:aws:connect:${REGION}:${ACCOUNT_ID}:instance/${INSTANCE_ID}/contact-flow/",
-                )
-                .unwrap_or_else(|| panic!("{resource} is not a contact flow of the instance"));
-            assert!(!flow.is_empty() && !flow.contains('/'), "{resource}");
+            let instance = "arn:aws:connect:${REGION}:${ACCOUNT_ID}:instance/${INSTANCE_ID}";
+            if starts {
+                // StartChatContact: on the contact flows only.
+                let flow = resource
+                    .strip_prefix(&format!("{instance}/contact-flow/"))
+                    .unwrap_or_else(|| panic!("{resource} is not a contact flow of the instance"));
+                assert!(!flow.is_empty() && !flow.contains('/'), "{resource}");
+            } else {
+                // The push registrations: the instance and its contacts, nothing wider.
+                assert!(
+                    resource == instance || resource == format!("{instance}/contact/*"),
+                    "{resource} is more than the instance and its contacts"
+                );
+            }
         }
     }
     let expected: BTreeSet<String> = SIGNED_ACTIONS.iter().map(|a| a.to_string()).collect();

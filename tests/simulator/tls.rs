@@ -119,6 +119,7 @@ async fn the_gateway_trusts_an_extra_ca_for_upstream_sockets() {
             allowed_contact_flow_ids: Default::default(),
             token_wait: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(30),
+            push_application_arn: None,
         },
         session: Default::default(),
         store_capacity: 100,

@@ -116,6 +116,9 @@ impl Harness {
                 allowed_contact_flow_ids: Default::default(),
                 token_wait: Duration::from_secs(5),
                 keepalive_interval: Duration::from_secs(30),
+                push_application_arn: Some(
+                    connect_chat_gateway::config::SIMULATED_PUSH_APPLICATION_ARN.into(),
+                ),
             },
             session: fast_session(),
             store_capacity: 10_000,

@@ -113,6 +113,8 @@ pub struct ChatState {
     /// StartAttachmentUpload ClientToken → AttachmentId.
     pub upload_tokens: BoundedMap<String>,
     pub attachments: HashMap<String, Attachment>,
+    /// Push notification registrations: id → (device type, client token).
+    pub push_registrations: BoundedMap<(String, String)>,
     pub customer_connected: bool,
     pub ended: bool,
     pub agent_messages: u64,
@@ -131,6 +133,7 @@ impl ChatState {
             event_tokens: BoundedMap::new(client_tokens),
             upload_tokens: BoundedMap::new(client_tokens),
             attachments: HashMap::new(),
+            push_registrations: BoundedMap::new(client_tokens),
             customer_connected: false,
             ended: false,
             agent_messages: 0,

@@ -33,6 +33,8 @@ pub enum Operation {
     DescribeView,
     GetAuthenticationUrl,
     CancelParticipantAuthentication,
+    CreatePushNotificationRegistration,
+    DeletePushNotificationRegistration,
 }
 
 impl Operation {
@@ -61,13 +63,20 @@ impl Operation {
             | Operation::GetAttachment => Some((2, 5)),
             Operation::DescribeView
             | Operation::GetAuthenticationUrl
-            | Operation::CancelParticipantAuthentication => None,
+            | Operation::CancelParticipantAuthentication
+            | Operation::CreatePushNotificationRegistration
+            | Operation::DeletePushNotificationRegistration => None,
         }
     }
 
     /// Whether the operation belongs to the `connect` service (else `connectparticipant`).
     pub fn is_connect_service(self) -> bool {
-        self == Operation::StartChatContact
+        matches!(
+            self,
+            Operation::StartChatContact
+                | Operation::CreatePushNotificationRegistration
+                | Operation::DeletePushNotificationRegistration
+        )
     }
 }
 
@@ -94,7 +103,7 @@ mod tests {
     fn operation_names_indices_and_wire_names_agree() {
         let all: Vec<Operation> = Operation::iter().collect();
         assert_eq!(all.len(), Operation::COUNT);
-        assert_eq!(Operation::COUNT, 12);
+        assert_eq!(Operation::COUNT, 14);
         for (i, op) in all.iter().enumerate() {
             assert_eq!(op.index(), i);
             // The admin API and the counters use the same names as serde.

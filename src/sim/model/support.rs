@@ -64,6 +64,11 @@ impl<V> BoundedMap<V> {
         self.map.len()
     }
 
+    /// The key of the first entry whose value satisfies `f`.
+    pub fn find(&self, f: impl Fn(&V) -> bool) -> Option<String> {
+        self.map.iter().find(|(_, v)| f(v)).map(|(k, _)| k.clone())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }

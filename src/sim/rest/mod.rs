@@ -6,6 +6,7 @@
 pub mod attachments;
 pub mod connect;
 pub mod participant;
+mod push;
 pub mod transcript;
 pub mod views;
 pub mod wire;
@@ -61,6 +62,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .layer(cors(&shared.config.approved_origins));
     Router::new()
         .route("/contact/chat", put(start_chat_contact))
+        .route(
+            "/push-notification/{instance_id}/registrations",
+            put(push::create_push_notification_registration),
+        )
+        .route(
+            "/push-notification/{instance_id}/registrations/{registration_id}",
+            axum::routing::delete(push::delete_push_notification_registration),
+        )
         .merge(participant)
         .route_layer(axum::middleware::from_fn_with_state(
             shared.clone(),
