@@ -897,3 +897,105 @@ async fn configured_approved_origins_replace_the_loopback_default() {
         assert_eq!(allows(&headers, origin), allowed, "{origin}");
     }
 }
+
+#[tokio::test]
+async fn the_scan_shows_in_progress_then_rejects_the_test_virus() {
+    let env = start(quiet_config()).await;
+    let chat = env.chat().await;
+    let p = &env.participant;
+    let t = chat.connection_token.as_str();
+    let bytes = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*".to_vec();
+    let started = p
+        .start_attachment_upload()
+        .connection_token(t)
+        .content_type("text/plain")
+        .attachment_size_in_bytes(bytes.len() as i64)
+        .attachment_name("eicar.txt")
+        .client_token("up-eicar")
+        .send()
+        .await
+        .unwrap();
+    let id = started.attachment_id().unwrap().to_owned();
+    let path = path_of(started.upload_metadata().unwrap().url().unwrap());
+    let (status, _, _) = http(
+        env.sim.local_addr(),
+        "PUT",
+        &path,
+        &[("Content-Type", "text/plain")],
+        &bytes,
+    )
+    .await;
+    assert_eq!(status, 200);
+    p.complete_attachment_upload()
+        .connection_token(t)
+        .attachment_ids(&id)
+        .client_token("c")
+        .send()
+        .await
+        .unwrap();
+    let statuses: Vec<String> = env
+        .transcript(&chat)
+        .iter()
+        .filter(|i| i["Type"] == "ATTACHMENT")
+        .map(|i| i["Attachments"][0]["Status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses, ["IN_PROGRESS", "REJECTED"]);
+    let e = p
+        .get_attachment()
+        .connection_token(t)
+        .attachment_id(&id)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.into_service_error().is_validation_exception());
+    env.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn push_notification_registrations() {
+    use aws_sdk_connect::types::{ContactConfiguration, DeviceType, ParticipantRole};
+    let env = start(quiet_config()).await;
+    let chat = env.chat().await;
+    let register = |contact: &str| {
+        env.connect
+            .create_push_notification_registration()
+            .instance_id("12345678-aaaa-bbbb-cccc-123456789012")
+            .pinpoint_app_arn("arn:aws:mobiletargeting:us-east-1:000000000000:apps/a")
+            .device_token("device-1")
+            .device_type(DeviceType::Gcm)
+            .client_token("reg-1")
+            .contact_configuration(
+                ContactConfiguration::builder()
+                    .contact_id(contact)
+                    .participant_role(ParticipantRole::Customer)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+    };
+    let id = register(&chat.contact_id)
+        .await
+        .expect("create")
+        .registration_id;
+    let again = register(&chat.contact_id)
+        .await
+        .expect("create again")
+        .registration_id;
+    assert_eq!(id, again, "the same client token registers once");
+    let unknown = register("no-such-contact").await.unwrap_err();
+    assert!(unknown
+        .into_service_error()
+        .is_resource_not_found_exception());
+    let delete = || {
+        env.connect
+            .delete_push_notification_registration()
+            .instance_id("12345678-aaaa-bbbb-cccc-123456789012")
+            .contact_id(&chat.contact_id)
+            .registration_id(&id)
+            .send()
+    };
+    delete().await.expect("delete");
+    let gone = delete().await.unwrap_err();
+    assert!(gone.into_service_error().is_resource_not_found_exception());
+    env.sim.shutdown().await;
+}
