@@ -124,6 +124,10 @@ impl Gateway {
             cursor: sub.cursor,
             done: false,
             guard: sub.guard,
+            stitch: req.stitch_bot_replies.then(|| Stitcher {
+                progress: req.bot_reply_progress,
+                partial: VecDeque::new(),
+            }),
         };
         Ok(Response::new(Box::pin(futures::stream::unfold(
             state, next_event,
@@ -149,6 +153,73 @@ struct StreamState {
     cursor: String,
     done: bool,
     guard: SubscriberGuard,
+    /// Streamed bot replies joined into whole messages, when the subscriber asked for it.
+    stitch: Option<Stitcher>,
+}
+
+/// Bot replies in progress, per stream: at most this many at once (the oldest is dropped;
+/// its completed item still arrives whole).
+const MAX_PARTIAL_REPLIES: usize = 8;
+/// The most content kept for one reply in progress (progress events stop growing past it;
+/// the completed item still arrives whole).
+const MAX_PARTIAL_BYTES: usize = 64 * 1024;
+
+struct Stitcher {
+    progress: bool,
+    /// Item id → the content of its chunks so far.
+    partial: VecDeque<(String, String)>,
+}
+
+/// What a stitching stream does with an event.
+enum Stitched {
+    Deliver,
+    Skip,
+    Instead(SharedEvent),
+}
+
+impl Stitcher {
+    fn apply(&mut self, ev: &pb::ChatEvent) -> Stitched {
+        let Some(pb::chat_event::Event::Message(m)) = &ev.event else {
+            return Stitched::Deliver;
+        };
+        if m.chunk_number == 0 && m.completed {
+            return Stitched::Deliver;
+        }
+        let at = self.partial.iter().position(|(id, _)| *id == ev.item_id);
+        if m.completed {
+            // Connect's last chunk holds the whole reply.
+            if let Some(i) = at {
+                self.partial.remove(i);
+            }
+            let mut whole = ev.clone();
+            if let Some(pb::chat_event::Event::Message(m)) = &mut whole.event {
+                m.chunk_number = 0;
+            }
+            return Stitched::Instead(Arc::new(whole));
+        }
+        let i = match at {
+            Some(i) => i,
+            None => {
+                if self.partial.len() >= MAX_PARTIAL_REPLIES {
+                    self.partial.pop_front();
+                }
+                self.partial.push_back((ev.item_id.clone(), String::new()));
+                self.partial.len() - 1
+            }
+        };
+        let so_far = &mut self.partial[i].1;
+        if so_far.len() + m.content.len() <= MAX_PARTIAL_BYTES {
+            so_far.push_str(&m.content);
+        }
+        if !self.progress {
+            return Stitched::Skip;
+        }
+        let mut progress = ev.clone();
+        if let Some(pb::chat_event::Event::Message(m)) = &mut progress.event {
+            m.content.clone_from(so_far);
+        }
+        Stitched::Instead(Arc::new(progress))
+    }
 }
 
 fn is_end(ev: &pb::ChatEvent) -> bool {
@@ -174,54 +245,61 @@ async fn next_event(mut st: StreamState) -> Option<(Result<pb::ChatEvent, Status
         return Some((Ok(ev), st));
     }
     let next = loop {
-        let ev = match st.backlog.pop_front() {
-            Some(ev) => ev,
-            None if st.ended_before => return None,
-            None => match tokio::select! {
-                r = st.live.recv() => r,
-                _ = st.keepalive.tick() => {
-                    let ev = pb::ChatEvent {
-                        cursor: st.cursor.clone(),
-                        event: Some(pb::chat_event::Event::Keepalive(pb::Keepalive {})),
-                        ..Default::default()
-                    };
-                    return Some((Ok(ev), st));
-                }
-            } {
-                Ok(ev) => ev,
-                Err(RecvError::Lagged(missed)) => {
-                    st.done = true;
-                    st.guard.session().metrics.slow_subscribers_ended.inc();
-                    let msg = format!(
-                        "this subscriber fell {missed} events behind and was ended; \
-                     subscribe again with resume_cursor {}",
-                        st.cursor
-                    );
-                    let status = with_cursor(Status::resource_exhausted(msg), &st.cursor);
-                    return Some((Err(status), st));
-                }
-                Err(RecvError::Closed) => {
-                    st.done = true;
-                    if st.guard.session().is_ended() {
-                        return None;
+        let ev = loop {
+            let ev = match st.backlog.pop_front() {
+                Some(ev) => ev,
+                None if st.ended_before => return None,
+                None => match tokio::select! {
+                    r = st.live.recv() => r,
+                    _ = st.keepalive.tick() => {
+                        let ev = pb::ChatEvent {
+                            cursor: st.cursor.clone(),
+                            event: Some(pb::chat_event::Event::Keepalive(pb::Keepalive {})),
+                            ..Default::default()
+                        };
+                        return Some((Ok(ev), st));
                     }
-                    let status = with_cursor(
+                } {
+                    Ok(ev) => ev,
+                    Err(RecvError::Lagged(missed)) => {
+                        st.done = true;
+                        st.guard.session().metrics.slow_subscribers_ended.inc();
+                        let msg = format!(
+                            "this subscriber fell {missed} events behind and was ended; \
+                     subscribe again with resume_cursor {}",
+                            st.cursor
+                        );
+                        let status = with_cursor(Status::resource_exhausted(msg), &st.cursor);
+                        return Some((Err(status), st));
+                    }
+                    Err(RecvError::Closed) => {
+                        st.done = true;
+                        if st.guard.session().is_ended() {
+                            return None;
+                        }
+                        let status = with_cursor(
                     Status::unavailable(format!(
                         "the gateway closed this chat's session; subscribe again with resume_cursor {}",
                         st.cursor
                     )),
                     &st.cursor,
                 );
-                    return Some((Err(status), st));
-                }
-            },
+                        return Some((Err(status), st));
+                    }
+                },
+            };
+            if st.skip.is_empty() || ev.item_id.is_empty() {
+                break ev;
+            }
+            match Cursor::decode(&ev.cursor) {
+                Some(c) if st.skip.contains(&c.key) => continue,
+                _ => break ev,
+            }
         };
-        if st.skip.is_empty() || ev.item_id.is_empty() {
-            break ev;
-        }
-        match Cursor::decode(&ev.cursor) {
-            Some(c) if st.skip.contains(&c.key) => continue,
-            _ => break ev,
+        match st.stitch.as_mut().map(|s| s.apply(&ev)) {
+            None | Some(Stitched::Deliver) => break ev,
+            Some(Stitched::Skip) => continue,
+            Some(Stitched::Instead(e)) => break e,
         }
     };
     st.keepalive.reset();

@@ -139,6 +139,7 @@ pub async fn gateway_chat_via(
                 chat_token: started.chat_token,
             }),
             resume_cursor: String::new(),
+            ..Default::default()
         })
         .await
         .map_err(|s| format!("Subscribe: {}", s.message()))?

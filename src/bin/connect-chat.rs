@@ -398,6 +398,7 @@ async fn follow(mut client: Client, chat: Chat, out: Printer) -> Result<(), Stri
             .subscribe(pb::SubscribeRequest {
                 chat: Some(chat.chat.clone()),
                 resume_cursor: cursor.clone(),
+                ..Default::default()
             })
             .await;
         let status = match opened {

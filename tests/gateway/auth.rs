@@ -330,6 +330,7 @@ async fn operators_inspect_any_chat_without_its_token_but_cannot_act() {
             pb::SubscribeRequest {
                 chat: Some(tokenless.clone()),
                 resume_cursor: String::new(),
+                ..Default::default()
             },
             &ops,
         ))

@@ -80,6 +80,7 @@ async fn chaos_loses_duplicates_and_reorders_nothing() {
             .subscribe(pb::SubscribeRequest {
                 chat: Some(c.clone()),
                 resume_cursor: String::new(),
+                ..Default::default()
             })
             .await
             .expect("subscribe")

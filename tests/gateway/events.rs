@@ -109,3 +109,90 @@ async fn every_connect_event_kind_arrives_typed() {
     );
     h.stop().await;
 }
+
+/// A streamed bot reply: three chunks of one item id, the last one completed and whole.
+fn push_reply(h: &Harness, contact_id: &str) {
+    for (n, content, completed) in [
+        (1, "Hel", false),
+        (2, "lo th", false),
+        (3, "Hello there", true),
+    ] {
+        h.sim
+            .push_item(
+                contact_id,
+                json!({"Id": "bot-reply-1", "Type": "MESSAGE", "ContentType": "text/plain", "Content": content,
+                       "ParticipantRole": "SYSTEM", "DisplayName": "BOT",
+                       "MessageMetadata": {"MessageId": "bot-reply-1", "ChunkNumber": n, "MessageCompleted": completed}}),
+            )
+            .unwrap();
+    }
+}
+
+async fn subscribe_with(
+    h: &mut Harness,
+    chat: &pb::StartChatResponse,
+    stitch: bool,
+    progress: bool,
+) -> tonic::Streaming<pb::ChatEvent> {
+    h.client
+        .subscribe(pb::SubscribeRequest {
+            chat: Some(chat_ref(chat)),
+            stitch_bot_replies: stitch,
+            bot_reply_progress: progress,
+            ..Default::default()
+        })
+        .await
+        .expect("Subscribe")
+        .into_inner()
+}
+
+/// The bot reply's messages a stream delivers: (content, chunk number, completed).
+async fn reply_messages(stream: &mut tonic::Streaming<pb::ChatEvent>) -> Vec<(String, u32, bool)> {
+    let mut out = Vec::new();
+    loop {
+        let e = next(stream).await.expect("the stream goes on");
+        if let Some(Event::Message(m)) = &e.event {
+            if e.item_id == "bot-reply-1" {
+                out.push((m.content.clone(), m.chunk_number, m.completed));
+                if m.completed {
+                    return out;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn streamed_bot_replies_arrive_as_chunks_or_stitched() {
+    let mut h = Harness::start().await;
+    let chat = h.start_chat("Ada").await;
+    let mut chunks = subscribe_with(&mut h, &chat, false, false).await;
+    let mut stitched = subscribe_with(&mut h, &chat, true, false).await;
+    let mut progress = subscribe_with(&mut h, &chat, true, true).await;
+    for s in [&mut chunks, &mut stitched, &mut progress] {
+        next(s).await.expect("started");
+    }
+    push_reply(&h, &chat.contact_id);
+    let s = |v: &str| v.to_string();
+    assert_eq!(
+        reply_messages(&mut chunks).await,
+        [
+            (s("Hel"), 1, false),
+            (s("lo th"), 2, false),
+            (s("Hello there"), 3, true)
+        ]
+    );
+    assert_eq!(
+        reply_messages(&mut stitched).await,
+        [(s("Hello there"), 0, true)]
+    );
+    assert_eq!(
+        reply_messages(&mut progress).await,
+        [
+            (s("Hel"), 1, false),
+            (s("Hello th"), 2, false),
+            (s("Hello there"), 0, true)
+        ]
+    );
+    h.stop().await;
+}

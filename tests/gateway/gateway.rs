@@ -307,6 +307,7 @@ async fn bad_input_gets_documented_codes() {
         .subscribe(pb::SubscribeRequest {
             chat: Some(forged),
             resume_cursor: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -364,6 +365,7 @@ async fn bad_input_gets_documented_codes() {
         .subscribe(pb::SubscribeRequest {
             chat: Some(chat_ref(&chat)),
             resume_cursor: "garbage".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -163,6 +163,7 @@ async fn calls_past_the_per_connection_limit_are_resource_exhausted_until_one_en
     let req = || pb::SubscribeRequest {
         chat: Some(chat_ref(&chat)),
         resume_cursor: String::new(),
+        ..Default::default()
     };
     // A third stream, or any call, on the same connection is refused at once.
     let e = h.client.subscribe(req()).await.unwrap_err();

@@ -23,6 +23,7 @@ async fn resume(
         .subscribe(pb::SubscribeRequest {
             chat: Some(chat_ref(chat)),
             resume_cursor: cursor.into(),
+            ..Default::default()
         })
         .await
         .expect("resume")
@@ -146,6 +147,7 @@ async fn a_slow_subscriber_is_ended_with_its_cursor_and_resumes_without_loss() {
         .subscribe(pb::SubscribeRequest {
             chat: Some(chat_ref(&chat)),
             resume_cursor: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -133,6 +133,7 @@ async fn a_whole_chat_logs_none_of_its_secrets() {
         .subscribe(auth!(pb::SubscribeRequest {
             chat: chat_ref(),
             resume_cursor: String::new(),
+            ..Default::default()
         }))
         .await
         .unwrap()

@@ -50,6 +50,7 @@ async fn subscribe(client: &mut Client, chat: &pb::StartChatResponse) -> Seen {
         .subscribe(pb::SubscribeRequest {
             chat: Some(chat_ref(chat)),
             resume_cursor: String::new(),
+            ..Default::default()
         })
         .await
         .expect("Subscribe")
@@ -489,6 +490,7 @@ async fn cluster_chaos_with_an_owner_killed_loses_nothing() {
             .subscribe(pb::SubscribeRequest {
                 chat: Some(c.clone()),
                 resume_cursor: String::new(),
+                ..Default::default()
             })
             .await
             .expect("subscribe")

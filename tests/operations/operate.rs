@@ -90,6 +90,7 @@ async fn sigterm_ends_streams_with_a_cursor_that_resumes_on_a_new_process() {
         .subscribe(pb::SubscribeRequest {
             chat: Some(chat_ref(&chat)),
             resume_cursor: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -137,6 +138,7 @@ async fn sigterm_ends_streams_with_a_cursor_that_resumes_on_a_new_process() {
         .subscribe(pb::SubscribeRequest {
             chat: Some(chat_ref(&chat)),
             resume_cursor: cursor,
+            ..Default::default()
         })
         .await
         .expect("the chat token works on the new process")

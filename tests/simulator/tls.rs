@@ -158,6 +158,7 @@ async fn the_gateway_trusts_an_extra_ca_for_upstream_sockets() {
                 chat_token: started.chat_token,
             }),
             resume_cursor: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

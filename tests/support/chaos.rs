@@ -74,6 +74,7 @@ pub async fn subscriber(
                     .subscribe(pb::SubscribeRequest {
                         chat: Some(chat.clone()),
                         resume_cursor: cursor.clone(),
+                        ..Default::default()
                     })
                     .await
             }

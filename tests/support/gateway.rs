@@ -168,6 +168,7 @@ impl Harness {
             .subscribe(pb::SubscribeRequest {
                 chat: Some(chat_ref(chat)),
                 resume_cursor: String::new(),
+                ..Default::default()
             })
             .await
             .expect("Subscribe")
