@@ -66,7 +66,8 @@ impl Gateway {
         let principal = Principal::of(&request);
         let req = request.into_inner();
         let resume = if req.resume_cursor.is_empty() {
-            None
+            // An empty cursor key replays the whole history.
+            req.from_start.then(Cursor::default)
         } else {
             Some(Cursor::decode(&req.resume_cursor).ok_or_else(|| {
                 ApiError::invalid(

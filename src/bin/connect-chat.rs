@@ -398,6 +398,8 @@ async fn follow(mut client: Client, chat: Chat, out: Printer) -> Result<(), Stri
             .subscribe(pb::SubscribeRequest {
                 chat: Some(chat.chat.clone()),
                 resume_cursor: cursor.clone(),
+                // The first stream shows what happened before it opened, too.
+                from_start: true,
                 ..Default::default()
             })
             .await;

@@ -51,6 +51,8 @@ async function main() {
     await page.waitForSelector("#upstream[data-state='connected']");
     const contactId = (await page.textContent("#contact-id")).trim();
     check(contactId.length > 0, `a chat started (${contactId}) and its upstream connected`);
+    await page.waitForSelector("#messages li.notice >> text=Ada joined");
+    check(true, "the stream began with the chat's history: the customer's own join");
 
     await page.type("#compose-text", "Hello from the browser");
     await page.click("#compose button");

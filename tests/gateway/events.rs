@@ -196,3 +196,58 @@ async fn streamed_bot_replies_arrive_as_chunks_or_stitched() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn from_start_replays_what_happened_before_the_subscribe() {
+    let mut h = Harness::start().await;
+    let chat = h.start_chat("Ada").await;
+    let sent = h.send(&chat, "before anyone listened").await;
+    // Once the transcript holds the agent's answer, it all happened before any Subscribe.
+    wait_for("the agent's answer", || {
+        h.sim.transcript(&chat.contact_id).is_some_and(|t| {
+            t.iter()
+                .any(|i| i["ParticipantRole"] == "AGENT" && i["Type"] == "MESSAGE")
+        })
+    })
+    .await;
+    let mut stream = h
+        .client
+        .subscribe(pb::SubscribeRequest {
+            chat: Some(chat_ref(&chat)),
+            from_start: true,
+            ..Default::default()
+        })
+        .await
+        .expect("Subscribe")
+        .into_inner();
+    let events = read_until(&mut stream, |e| count_agent(e) >= 1).await;
+    assert!(
+        events.iter().any(|e| e.item_id == sent.message_id),
+        "{events:#?}"
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e.event, Some(Event::ParticipantJoined(_)))));
+    // A stream resumed from the started event's cursor replays the same history.
+    let first = events[0].cursor.clone();
+    assert!(!first.is_empty());
+    let mut again = h
+        .client
+        .subscribe(pb::SubscribeRequest {
+            chat: Some(chat_ref(&chat)),
+            resume_cursor: first,
+            ..Default::default()
+        })
+        .await
+        .expect("Subscribe again")
+        .into_inner();
+    let replayed = read_until(&mut again, |e| count_agent(e) >= 1).await;
+    let ids = |v: &[pb::ChatEvent]| {
+        v.iter()
+            .filter(|e| !e.item_id.is_empty())
+            .map(|e| e.item_id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&replayed), ids(&events));
+    h.stop().await;
+}

@@ -111,7 +111,12 @@ class Chat {
   // Subscribes until the chat ends, resuming from the last cursor when the stream breaks.
   async follow(onEvent, onState) {
     while (!this.ended && !this.abort.signal.aborted) {
-      const req = new Writer().message(1, this.ref()).string(2, this.cursor).finish();
+      // The first stream starts with the history (from_start), later ones resume.
+      const req = new Writer()
+        .message(1, this.ref())
+        .string(2, this.cursor)
+        .uint(5, this.cursor ? 0 : 1)
+        .finish();
       try {
         for await (const f of this.client.stream(
           `${SERVICE}/Subscribe`,
