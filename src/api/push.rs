@@ -30,12 +30,17 @@ impl Gateway {
         if ended {
             return Err(SessionError::Ended.into());
         }
-        let instance = if record.instance_id.is_empty() {
+        let instance = self.instance_of(&record);
+        Ok((record, instance))
+    }
+
+    /// The Connect instance of a chat (its record names it when it is not the default).
+    fn instance_of(&self, record: &ChatRecord) -> String {
+        if record.instance_id.is_empty() {
             self.defaults.instance_id.clone()
         } else {
             record.instance_id.clone()
-        };
-        Ok((record, instance))
+        }
     }
 
     pub(super) async fn register_push_inner(
@@ -95,11 +100,7 @@ impl Gateway {
         let record = self
             .authorize(req.chat.as_ref(), &principal, Access::Act)
             .await?;
-        let instance_id = if record.instance_id.is_empty() {
-            self.defaults.instance_id.clone()
-        } else {
-            record.instance_id.clone()
-        };
+        let instance_id = self.instance_of(&record);
         let call = self.sessions.upstream().unregister_push(
             &instance_id,
             &record.contact_id,

@@ -93,42 +93,9 @@ impl Modelled for StartChatContactError {
     }
 }
 
-impl Modelled for CreatePushNotificationRegistrationError {
-    fn modelled(&self) -> Option<UpstreamError> {
-        use CreatePushNotificationRegistrationError as E;
-        Some(match self {
-            E::AccessDeniedException(_) => UpstreamError::AccessDenied,
-            E::InternalServiceException(_) => UpstreamError::Unavailable,
-            E::InvalidParameterException(_) => UpstreamError::Invalid {
-                what: "InvalidParameterException",
-            },
-            E::ResourceNotFoundException(_) => UpstreamError::NotFound,
-            E::ServiceQuotaExceededException(_) => UpstreamError::QuotaExceeded,
-            E::ThrottlingException(_) => THROTTLED,
-            _ => return None,
-        })
-    }
-}
-
-impl Modelled for DeletePushNotificationRegistrationError {
-    fn modelled(&self) -> Option<UpstreamError> {
-        use DeletePushNotificationRegistrationError as E;
-        Some(match self {
-            E::AccessDeniedException(_) => UpstreamError::AccessDenied,
-            E::InternalServiceException(_) => UpstreamError::Unavailable,
-            E::InvalidParameterException(_) => UpstreamError::Invalid {
-                what: "InvalidParameterException",
-            },
-            E::ResourceNotFoundException(_) => UpstreamError::NotFound,
-            E::ThrottlingException(_) => THROTTLED,
-            _ => return None,
-        })
-    }
-}
-
-/// The participant service's operations share their error shapes; each operation's enum
-/// names the ones it can return.
-macro_rules! participant_errors {
+/// Operations of one service share their error shapes; each operation's enum names the ones
+/// it can return.
+macro_rules! modelled_errors {
     ($ty:ident { $($variant:ident => $kind:expr),* $(,)? }) => {
         impl Modelled for $ty {
             fn modelled(&self) -> Option<UpstreamError> {
@@ -141,46 +108,46 @@ macro_rules! participant_errors {
     };
 }
 
-participant_errors!(CreateParticipantConnectionError {
+modelled_errors!(CreateParticipantConnectionError {
     AccessDeniedException => UpstreamError::AccessDenied,
     InternalServerException => UpstreamError::Unavailable,
     ThrottlingException => THROTTLED,
     ValidationException => UpstreamError::Invalid { what: "ValidationException" },
 });
-participant_errors!(SendMessageError {
+modelled_errors!(SendMessageError {
     AccessDeniedException => UpstreamError::AccessDenied,
     InternalServerException => UpstreamError::Unavailable,
     ThrottlingException => THROTTLED,
     ValidationException => UpstreamError::Invalid { what: "ValidationException" },
 });
-participant_errors!(SendEventError {
+modelled_errors!(SendEventError {
     AccessDeniedException => UpstreamError::AccessDenied,
     ConflictException => UpstreamError::Conflict,
     InternalServerException => UpstreamError::Unavailable,
     ThrottlingException => THROTTLED,
     ValidationException => UpstreamError::Invalid { what: "ValidationException" },
 });
-participant_errors!(GetTranscriptError {
+modelled_errors!(GetTranscriptError {
     AccessDeniedException => UpstreamError::AccessDenied,
     InternalServerException => UpstreamError::Unavailable,
     ThrottlingException => THROTTLED,
     ValidationException => UpstreamError::Invalid { what: "ValidationException" },
 });
-participant_errors!(DisconnectParticipantError {
+modelled_errors!(DisconnectParticipantError {
     AccessDeniedException => UpstreamError::AccessDenied,
     InternalServerException => UpstreamError::Unavailable,
     ThrottlingException => THROTTLED,
     ValidationException => UpstreamError::Invalid { what: "ValidationException" },
 });
 
-participant_errors!(StartAttachmentUploadError {
+modelled_errors!(StartAttachmentUploadError {
     AccessDeniedException => UpstreamError::AccessDenied,
     InternalServerException => UpstreamError::Unavailable,
     ServiceQuotaExceededException => UpstreamError::QuotaExceeded,
     ThrottlingException => THROTTLED,
     ValidationException => UpstreamError::Invalid { what: "ValidationException" },
 });
-participant_errors!(CompleteAttachmentUploadError {
+modelled_errors!(CompleteAttachmentUploadError {
     AccessDeniedException => UpstreamError::AccessDenied,
     ConflictException => UpstreamError::Conflict,
     InternalServerException => UpstreamError::Unavailable,
@@ -188,31 +155,47 @@ participant_errors!(CompleteAttachmentUploadError {
     ThrottlingException => THROTTLED,
     ValidationException => UpstreamError::Invalid { what: "ValidationException" },
 });
-participant_errors!(GetAttachmentError {
+modelled_errors!(GetAttachmentError {
     AccessDeniedException => UpstreamError::AccessDenied,
     InternalServerException => UpstreamError::Unavailable,
     ThrottlingException => THROTTLED,
     ValidationException => UpstreamError::Invalid { what: "ValidationException" },
 });
 
-participant_errors!(DescribeViewError {
+modelled_errors!(DescribeViewError {
     AccessDeniedException => UpstreamError::AccessDenied,
     InternalServerException => UpstreamError::Unavailable,
     ResourceNotFoundException => UpstreamError::NotFound,
     ThrottlingException => THROTTLED,
     ValidationException => UpstreamError::Invalid { what: "ValidationException" },
 });
-participant_errors!(GetAuthenticationUrlError {
+modelled_errors!(GetAuthenticationUrlError {
     AccessDeniedException => UpstreamError::AccessDenied,
     InternalServerException => UpstreamError::Unavailable,
     ThrottlingException => THROTTLED,
     ValidationException => UpstreamError::Invalid { what: "ValidationException" },
 });
-participant_errors!(CancelParticipantAuthenticationError {
+modelled_errors!(CancelParticipantAuthenticationError {
     AccessDeniedException => UpstreamError::AccessDenied,
     InternalServerException => UpstreamError::Unavailable,
     ThrottlingException => THROTTLED,
     ValidationException => UpstreamError::Invalid { what: "ValidationException" },
+});
+
+modelled_errors!(CreatePushNotificationRegistrationError {
+    AccessDeniedException => UpstreamError::AccessDenied,
+    InternalServiceException => UpstreamError::Unavailable,
+    InvalidParameterException => UpstreamError::Invalid { what: "InvalidParameterException" },
+    ResourceNotFoundException => UpstreamError::NotFound,
+    ServiceQuotaExceededException => UpstreamError::QuotaExceeded,
+    ThrottlingException => THROTTLED,
+});
+modelled_errors!(DeletePushNotificationRegistrationError {
+    AccessDeniedException => UpstreamError::AccessDenied,
+    InternalServiceException => UpstreamError::Unavailable,
+    InvalidParameterException => UpstreamError::Invalid { what: "InvalidParameterException" },
+    ResourceNotFoundException => UpstreamError::NotFound,
+    ThrottlingException => THROTTLED,
 });
 
 /// An error the operation's model does not name, by its HTTP status.

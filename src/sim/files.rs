@@ -15,8 +15,7 @@ use tokio::time::Instant;
 
 use super::model::registry::Shared;
 
-/// The largest attachment the participant service accepts (20 MB).
-pub const MAX_ATTACHMENT_BYTES: u64 = 20 * 1024 * 1024;
+use crate::connect::attachment::MAX_ATTACHMENT_BYTES;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     let body_limit = usize::try_from(MAX_ATTACHMENT_BYTES)

@@ -14,36 +14,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::wire::{bearer, check_len, parse, required, run, ApiError};
-use crate::sim::files::{attachment_url, MAX_ATTACHMENT_BYTES};
+use crate::connect::attachment::{ATTACHMENT_TYPES, MAX_ATTACHMENT_BYTES};
+use crate::sim::files::attachment_url;
 use crate::sim::model::chat::Attachment;
 use crate::sim::model::operation::Operation;
 use crate::sim::model::registry::Shared;
 use crate::sim::model::support::new_token;
 use crate::sim::model::time::format_after;
-
-/// Attachment MIME types (csv, doc(x), heic, jfif/jpeg/jpg, mov, mp4, pdf, png, ppt(x), rtf,
-/// txt, wav, xls(x)).
-const ATTACHMENT_TYPES: [&str; 19] = [
-    "text/csv",
-    "application/msword",
-    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-    "image/heic",
-    "image/jpeg",
-    "image/pjpeg",
-    "video/quicktime",
-    "video/mp4",
-    "application/pdf",
-    "image/png",
-    "application/vnd.ms-powerpoint",
-    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
-    "application/rtf",
-    "text/rtf",
-    "text/plain",
-    "audio/wav",
-    "audio/x-wav",
-    "application/vnd.ms-excel",
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-];
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]

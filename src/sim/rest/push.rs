@@ -10,10 +10,19 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::wire::{parse, required, run, ApiError};
+use crate::sim::model::chat::Chat;
 use crate::sim::model::operation::Operation;
 use crate::sim::model::registry::Shared;
 
 const DEVICE_TYPES: [&str; 3] = ["APNS", "APNS_SANDBOX", "GCM"];
+
+/// The contact of the instance, or ResourceNotFoundException.
+fn contact(shared: &Shared, instance_id: &str, contact_id: &str) -> Result<Arc<Chat>, ApiError> {
+    shared
+        .find_chat(contact_id)
+        .filter(|c| c.instance_id == instance_id)
+        .ok_or_else(|| ApiError::not_found("The contact does not exist in this instance"))
+}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -67,12 +76,7 @@ pub(super) async fn create_push_notification_registration(
                     ));
                 }
             }
-            let chat = shared
-                .find_chat(contact_id)
-                .filter(|c| c.instance_id == instance_id)
-                .ok_or_else(|| {
-                    ApiError::not_found("The contact does not exist in this instance")
-                })?;
+            let chat = contact(&shared, &instance_id, contact_id)?;
             let client_token = req.client_token.clone().unwrap_or_default();
             let mut st = chat.lock();
             if st.ended {
@@ -115,12 +119,7 @@ pub(super) async fn delete_push_notification_registration(
         || {
             let bad = ApiError::invalid_parameter;
             let contact_id = required("contactId", &query.contact_id, 1, 256).map_err(bad)?;
-            let chat = shared
-                .find_chat(contact_id)
-                .filter(|c| c.instance_id == instance_id)
-                .ok_or_else(|| {
-                    ApiError::not_found("The contact does not exist in this instance")
-                })?;
+            let chat = contact(&shared, &instance_id, contact_id)?;
             let mut st = chat.lock();
             st.push_registrations
                 .remove(&registration_id)
