@@ -8,7 +8,7 @@ const PRUNE_CONCURRENCY: usize = 32;
 
 /// A reserved live-chat slot of a caller: in this process, or in cluster mode in Redis.
 /// Dropped without [`Slot::commit`], it is given back.
-enum Slot<'a> {
+pub(super) enum Slot<'a> {
     Local(Option<crate::security::limits::Reservation<'a>>),
     Shared {
         cluster: crate::cluster::Cluster,
@@ -19,7 +19,7 @@ enum Slot<'a> {
 
 impl Slot<'_> {
     /// The slot now holds the chat `contact_id`.
-    async fn commit(mut self, contact_id: &str) -> Result<(), ApiError> {
+    pub(super) async fn commit(mut self, contact_id: &str) -> Result<(), ApiError> {
         match &mut self {
             Slot::Local(r) => {
                 if let Some(r) = r.take() {
@@ -97,7 +97,7 @@ impl Gateway {
     }
 
     /// Reserves one of the caller's live-chat slots, first forgetting its chats that ended.
-    async fn reserve_chat(&self, principal: &Principal) -> Result<Slot<'_>, ApiError> {
+    pub(super) async fn reserve_chat(&self, principal: &Principal) -> Result<Slot<'_>, ApiError> {
         if let Some(cluster) = self.sessions.cluster() {
             return self.reserve_shared(cluster, principal).await;
         }
@@ -133,7 +133,7 @@ impl Gateway {
 
 impl Gateway {
     /// Ends, in the background, a chat Connect started but the store could not record.
-    fn end_untracked(&self, contact_id: String, participant_token: Secret) {
+    pub(super) fn end_untracked(&self, contact_id: String, participant_token: Secret) {
         let upstream = self.sessions.upstream().clone();
         tokio::spawn(async move {
             let ended = async {
@@ -202,6 +202,7 @@ impl Gateway {
                 ended: false,
                 owner: principal.id.clone(),
                 instance_id,
+                bot: false,
             })
             .await
         {
@@ -217,7 +218,7 @@ impl Gateway {
             // A client token replayed by another caller names that caller's chat.
             return Err(ApiError::PermissionDenied.into());
         }
-        slot.commit(&record.contact_id).await?;
+        slot.commit(&record.key()).await?;
         if !record.ended {
             self.sessions.open(&record).map_err(ApiError::from)?;
         }
@@ -249,17 +250,17 @@ impl Gateway {
         session.begin_end();
         self.sessions
             .store()
-            .mark_ended(&session.contact_id)
+            .mark_ended(&session.key)
             .await
             .map_err(ApiError::from)?;
-        self.chats_per_caller.release(&session.contact_id);
+        self.chats_per_caller.release(&session.key);
         if let Some(cluster) = self.sessions.cluster() {
             cluster
-                .release_chat(&session.principal, &session.contact_id)
+                .release_chat(&session.principal, &session.key)
                 .await
                 .map_err(ApiError::from)?;
         }
-        tracing::info!(contact_id = %session.contact_id, "chat ended by the caller");
+        tracing::info!(contact_id = %session.key, "chat ended by the caller");
         Ok(Response::new(pb::EndChatResponse {}))
     }
 
@@ -272,7 +273,7 @@ impl Gateway {
         let record = self
             .authorize(req.chat.as_ref(), &principal, Access::Inspect)
             .await?;
-        let live = self.sessions.get(&record.contact_id).map(|s| s.info());
+        let live = self.sessions.get(&record.key()).map(|s| s.info());
         let ended = record.ended || live.as_ref().is_some_and(|i| i.ended);
         Ok(Response::new(pb::GetChatResponse {
             contact_id: record.contact_id,

@@ -3,6 +3,7 @@
 //! or to the Connect client. No Connect token ever leaves this module in a response.
 
 mod attachments;
+mod bots;
 mod chat;
 mod defaults;
 mod messages;
@@ -105,12 +106,7 @@ impl Gateway {
         self.shared_rate(principal).await?;
         let inspecting = principal.operator && access == Access::Inspect;
         let chat = check_chat_ref(chat, inspecting)?;
-        let record = self
-            .sessions
-            .store()
-            .get(&chat.contact_id)
-            .await?
-            .ok_or(ApiError::ChatNotFound)?;
+        let record = self.chat_record(chat).await?;
         let owned = record.token_matches(&chat.chat_token) && record.owner == principal.id;
         if !owned {
             if inspecting {
@@ -124,6 +120,32 @@ impl Gateway {
             return Err(ApiError::PermissionDenied);
         }
         Ok(record)
+    }
+
+    /// The record a chat reference names: the customer's side of the contact, or with a
+    /// participant id the bot's (the customer's own participant id names the customer's).
+    async fn chat_record(&self, chat: &pb::ChatRef) -> Result<ChatRecord, ApiError> {
+        let store = self.sessions.store();
+        let record = if chat.participant_id.is_empty() {
+            store.get(&chat.contact_id).await?
+        } else {
+            match store
+                .get(&crate::store::bot_key(
+                    &chat.contact_id,
+                    &chat.participant_id,
+                ))
+                .await?
+            {
+                Some(bot) => Some(bot),
+                None => store
+                    .get(&chat.contact_id)
+                    .await?
+                    .filter(|r| r.participant_id == chat.participant_id),
+            }
+        };
+        record
+            .filter(|r| r.contact_id == chat.contact_id)
+            .ok_or(ApiError::ChatNotFound)
     }
 
     /// Cluster mode: spends one of the caller's requests of this second across every
@@ -336,6 +358,13 @@ impl ChatGateway for Gateway {
         request: Request<pb::UnregisterPushNotificationRequest>,
     ) -> Result<Response<pb::UnregisterPushNotificationResponse>, Status> {
         self.unregister_push_inner(request).await
+    }
+
+    async fn add_bot_participant(
+        &self,
+        request: Request<pb::AddBotParticipantRequest>,
+    ) -> Result<Response<pb::AddBotParticipantResponse>, Status> {
+        self.add_bot_inner(request).await
     }
 
     type SubscribeStream = subscribe::EventStream;

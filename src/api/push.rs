@@ -22,10 +22,14 @@ impl Gateway {
         principal: &Principal,
     ) -> Result<(ChatRecord, String), ApiError> {
         let record = self.authorize(chat, principal, Access::Act).await?;
+        if record.bot {
+            // Connect registers devices for the customer participant only.
+            return Err(ApiError::CustomerOnly("push notification"));
+        }
         let ended = record.ended
             || self
                 .sessions
-                .get(&record.contact_id)
+                .get(&record.key())
                 .is_some_and(|s| s.is_ended());
         if ended {
             return Err(SessionError::Ended.into());

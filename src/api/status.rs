@@ -26,6 +26,10 @@ pub enum ApiError {
     PermissionDenied,
     #[error("past_contact_id is not a contact this chat continues")]
     NotInChain,
+    #[error("this caller may not add bots to chats (the operator allows operators, the callers it lists and callers with the bot role)")]
+    BotsNotAllowed,
+    #[error("{0} is for the customer's side of a chat, not a bot's")]
+    CustomerOnly(&'static str),
     #[error("the call's deadline passed before Amazon Connect answered")]
     DeadlineExceeded,
     #[error("this caller already holds {0} live chats, its limit")]
@@ -113,7 +117,7 @@ impl From<ApiError> for Status {
                 ErrorDetails::with_bad_request_violation(*field, message.clone()),
             ),
             ApiError::ChatNotFound => Status::not_found(e.to_string()),
-            ApiError::PermissionDenied | ApiError::NotInChain => {
+            ApiError::PermissionDenied | ApiError::NotInChain | ApiError::BotsNotAllowed => {
                 Status::permission_denied(e.to_string())
             }
             ApiError::DeadlineExceeded | ApiError::ChunkTimeout(_) => {
@@ -122,7 +126,9 @@ impl From<ApiError> for Status {
             ApiError::AttachmentNotFound | ApiError::NotFound(_) => {
                 Status::not_found(e.to_string())
             }
-            ApiError::AttachmentRejected => Status::failed_precondition(e.to_string()),
+            ApiError::AttachmentRejected | ApiError::CustomerOnly(_) => {
+                Status::failed_precondition(e.to_string())
+            }
             ApiError::Cancelled(_) => Status::cancelled(e.to_string()),
             ApiError::Storage | ApiError::TooManyTransfers(_) => Status::with_error_details(
                 if matches!(e, ApiError::Storage) {

@@ -4,6 +4,7 @@
 
 use crate::api::defaults::ChatDefaults;
 use crate::api::status::ApiError;
+use crate::connect::bots::NewBot;
 use crate::connect::{StartChat, TranscriptQuery};
 use crate::pb;
 use crate::security::limits::ReceiptKind;
@@ -89,16 +90,78 @@ fn resolve_id(
     }
 }
 
+/// A chat's contact id: an id without `/` (which separates a bot's participant in the
+/// gateway's record keys; Connect's contact ids are UUIDs).
+pub fn check_contact_id(field: &'static str, value: &str) -> Result<(), ApiError> {
+    check_id(field, value, 1, limits::ID)?;
+    if value.contains('/') {
+        return Err(ApiError::invalid(field, "must not contain '/'"));
+    }
+    Ok(())
+}
+
 /// The chat reference of a per-chat request. An operator may leave the chat token empty.
 pub fn check_chat_ref(
     chat: Option<&pb::ChatRef>,
     token_optional: bool,
 ) -> Result<&pb::ChatRef, ApiError> {
     let chat = chat.ok_or_else(|| ApiError::invalid("chat", "is required"))?;
-    check_id("chat.contact_id", &chat.contact_id, 1, limits::ID)?;
+    check_contact_id("chat.contact_id", &chat.contact_id)?;
+    check_id("chat.participant_id", &chat.participant_id, 0, limits::ID)?;
     let min = usize::from(!token_optional);
     check_len("chat.chat_token", &chat.chat_token, min, limits::CHAT_TOKEN)?;
     Ok(chat)
+}
+
+/// A participant's display name: 1 to 256 characters, not blank, no control characters.
+fn check_display_name(name: &str) -> Result<(), ApiError> {
+    check_len("display_name", name, 1, limits::DISPLAY_NAME)?;
+    if name.trim().is_empty() {
+        return Err(ApiError::invalid("display_name", "must not be blank"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "display_name",
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Validates AddBotParticipant's input into the upstream request. `instance` is the chat's
+/// own instance when the gateway started it; otherwise the request's (allow-listed) or the
+/// configured one.
+pub fn validate_add_bot(
+    req: pb::AddBotParticipantRequest,
+    instance: Option<String>,
+    defaults: &ChatDefaults,
+) -> Result<NewBot, ApiError> {
+    check_display_name(&req.display_name)?;
+    check_len("client_token", &req.client_token, 0, limits::CLIENT_TOKEN)?;
+    let instance_id = match instance {
+        Some(own) => {
+            if !req.instance_id.is_empty() && req.instance_id != own {
+                return Err(ApiError::invalid(
+                    "instance_id",
+                    "is not the chat's instance",
+                ));
+            }
+            own
+        }
+        None => resolve_id(
+            "instance_id",
+            limits::INSTANCE_ID,
+            &req.instance_id,
+            &defaults.instance_id,
+            &defaults.allowed_instance_ids,
+        )?,
+    };
+    Ok(NewBot {
+        instance_id,
+        contact_id: req.contact_id,
+        display_name: req.display_name,
+        client_token: (!req.client_token.is_empty()).then_some(req.client_token),
+    })
 }
 
 /// Validates StartChat's input into the upstream request (instance and flow resolved).
@@ -106,16 +169,7 @@ pub fn validate_start(
     req: pb::StartChatRequest,
     defaults: &ChatDefaults,
 ) -> Result<StartChat, ApiError> {
-    check_len("display_name", &req.display_name, 1, limits::DISPLAY_NAME)?;
-    if req.display_name.trim().is_empty() {
-        return Err(ApiError::invalid("display_name", "must not be blank"));
-    }
-    if req.display_name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "display_name",
-            "must not contain control characters",
-        ));
-    }
+    check_display_name(&req.display_name)?;
     if req.attributes.len() > limits::ATTRIBUTES_COUNT {
         return Err(ApiError::invalid(
             "attributes",
@@ -608,6 +662,7 @@ mod tests {
         let r = |id: &str, token: &str| pb::ChatRef {
             contact_id: id.into(),
             chat_token: token.into(),
+            ..Default::default()
         };
         assert_eq!(field(check_chat_ref(None, false)), "chat");
         assert_eq!(

@@ -45,6 +45,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<AttachmentReport> {
     let chat_ref = pb::ChatRef {
         contact_id: chat.contact_id.clone(),
         chat_token: chat.chat_token.clone(),
+        ..Default::default()
     };
     // A small attachment first, so that connection pools and buffers exist before the
     // reading (they are not the file's cost).

@@ -137,6 +137,7 @@ pub async fn gateway_chat_via(
             chat: Some(pb::ChatRef {
                 contact_id: started.contact_id.clone(),
                 chat_token: started.chat_token,
+                ..Default::default()
             }),
             resume_cursor: String::new(),
             ..Default::default()

@@ -94,6 +94,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
                 chat: pb::ChatRef {
                     contact_id: started.contact_id,
                     chat_token: started.chat_token,
+                    ..Default::default()
                 },
                 me: started.participant_id,
             }
@@ -332,6 +333,7 @@ async fn resume_chat(client: &mut Client, resume: &str) -> Result<Chat, BoxError
     let chat = pb::ChatRef {
         contact_id: contact_id.into(),
         chat_token: chat_token.into(),
+        ..Default::default()
     };
     let state = client
         .get_chat(pb::GetChatRequest {

@@ -42,6 +42,9 @@ struct Args {
         default_value_t = 5
     )]
     max_sockets_per_participant: usize,
+    /// Custom bots (CreateParticipant) per chat before ServiceQuotaExceededException.
+    #[arg(long, env = "CONNECT_SIM_MAX_BOTS_PER_CHAT", default_value_t = 4)]
+    max_bots_per_chat: usize,
     /// Live chats before StartChatContact answers LimitExceededException.
     #[arg(long, env = "CONNECT_SIM_MAX_CHATS", default_value_t = 100_000)]
     max_chats: usize,
@@ -107,6 +110,7 @@ impl Args {
             connection_token_ttl: Duration::from_secs(self.connection_token_ttl_secs),
             socket_url_ttl: Duration::from_secs(self.socket_url_ttl_secs),
             max_sockets_per_participant: self.max_sockets_per_participant,
+            max_bots_per_chat: self.max_bots_per_chat,
             max_chats: self.max_chats,
             max_items_per_chat: self.max_items_per_chat,
             socket_queue: self.socket_queue,

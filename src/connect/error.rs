@@ -2,6 +2,7 @@
 //! variants) map to one [`UpstreamError`]; errors the model does not name for an operation
 //! (a 429 from a front door, a 5xx) are classified by their HTTP status. Never by a string.
 
+use aws_sdk_connect::operation::create_participant::CreateParticipantError;
 use aws_sdk_connect::operation::create_push_notification_registration::CreatePushNotificationRegistrationError;
 use aws_sdk_connect::operation::delete_push_notification_registration::DeletePushNotificationRegistrationError;
 use aws_sdk_connect::operation::start_chat_contact::StartChatContactError;
@@ -182,6 +183,14 @@ modelled_errors!(CancelParticipantAuthenticationError {
     ValidationException => UpstreamError::Invalid { what: "ValidationException" },
 });
 
+modelled_errors!(CreateParticipantError {
+    ConflictException => UpstreamError::Conflict,
+    InternalServiceException => UpstreamError::Unavailable,
+    InvalidRequestException => UpstreamError::Invalid { what: "InvalidRequestException" },
+    ResourceNotFoundException => UpstreamError::NotFound,
+    ServiceQuotaExceededException => UpstreamError::QuotaExceeded,
+    ThrottlingException => THROTTLED,
+});
 modelled_errors!(CreatePushNotificationRegistrationError {
     AccessDeniedException => UpstreamError::AccessDenied,
     InternalServiceException => UpstreamError::Unavailable,

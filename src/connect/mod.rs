@@ -2,6 +2,7 @@
 //! transcript items, the participant socket protocol, and the one list of content types.
 
 pub mod attachment;
+pub mod bots;
 pub mod client;
 pub mod content_type;
 pub mod error;

@@ -78,7 +78,7 @@ impl Console {
             )
             .route("/console/api/config", get(config))
             .route("/console/api/chats", get(chats))
-            .route("/console/api/chats/{contact_id}", get(chat))
+            .route("/console/api/chats/{id}", get(chat))
             .with_state(self)
     }
 }
@@ -143,8 +143,13 @@ struct ChatsView {
 
 #[derive(Serialize)]
 struct ChatView {
+    /// What the chat's detail is read by: its contact id, or for a bot's side
+    /// `<contact id>/<participant id>`.
+    id: String,
     contact_id: String,
     participant_id: String,
+    /// `customer`, or `custom_bot` for a bot's side of a chat (AddBotParticipant).
+    role: &'static str,
     /// The caller that started the chat (`key:<name>`, `jwt:<subject>`, ...).
     caller: String,
     started_at: String,
@@ -159,8 +164,10 @@ struct ChatView {
 fn chat_view(s: &Session) -> ChatView {
     let info = s.info();
     ChatView {
-        contact_id: s.contact_id.clone(),
+        id: s.key.clone(),
+        contact_id: s.contact_id().to_owned(),
         participant_id: s.participant_id.clone(),
+        role: if s.bot { "custom_bot" } else { "customer" },
         caller: s.principal.clone(),
         started_at: rfc3339(s.started_at),
         upstream: if info.ended {
@@ -306,13 +313,13 @@ fn role(r: pb::ParticipantRole) -> &'static str {
 
 async fn chat(
     State(c): State<Console>,
-    Path(contact_id): Path<String>,
+    Path(id): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let Some(session) = c.sessions.get(&contact_id) else {
+    let Some(session) = c.sessions.get(&id) else {
         return (
             StatusCode::NOT_FOUND,
-            "no live chat of that contact id in this process\n",
+            "no live chat of that id in this process\n",
         )
             .into_response();
     };

@@ -35,6 +35,9 @@ pub struct Principal {
     pub id: String,
     pub method: AuthMethod,
     pub operator: bool,
+    /// May add custom bots to chats (AddBotParticipant): an operator, a listed caller, or
+    /// one whose token carries the bot role.
+    pub adds_bots: bool,
 }
 
 impl Principal {
@@ -45,6 +48,7 @@ impl Principal {
             id: Self::ANONYMOUS.into(),
             method: AuthMethod::Anonymous,
             operator: false,
+            adds_bots: false,
         }
     }
 
@@ -187,6 +191,29 @@ pub struct JwtSettings {
 #[derive(serde::Deserialize)]
 struct Claims {
     sub: String,
+    /// Roles, as many identity providers put them in access tokens: a list, or one string.
+    /// Read leniently: a token is not refused for the shape of a claim only this reads.
+    #[serde(default)]
+    roles: serde_json::Value,
+    /// OAuth scopes, space-separated.
+    #[serde(default)]
+    scope: serde_json::Value,
+}
+
+impl Claims {
+    /// Whether the token carries `role` as a role or a scope.
+    fn grants(&self, role: &str) -> bool {
+        let in_roles = match &self.roles {
+            serde_json::Value::Array(list) => list.iter().any(|r| r.as_str() == Some(role)),
+            serde_json::Value::String(one) => one == role,
+            _ => false,
+        };
+        in_roles
+            || self
+                .scope
+                .as_str()
+                .is_some_and(|s| s.split_whitespace().any(|s| s == role))
+    }
 }
 
 /// Everything that decides who a caller is. `Debug` shows names, never keys.
@@ -201,6 +228,11 @@ pub struct Authenticator {
     pub client_certificate_required: bool,
     /// Principal ids with the operator role.
     pub operators: HashSet<String>,
+    /// Principal ids that may add custom bots to chats (operators may too).
+    pub bot_callers: HashSet<String>,
+    /// A JWT role (`roles` claim) or scope (`scope` claim) that lets its bearer add custom
+    /// bots to chats.
+    pub bot_role: Option<String>,
     /// Whether reflection needs credentials too (health never does).
     pub reflection_requires_auth: bool,
 }
@@ -232,11 +264,23 @@ impl Authenticator {
 
     fn principal(&self, id: String, method: AuthMethod) -> Principal {
         let operator = self.operators.contains(&id);
+        let adds_bots = operator || self.bot_callers.contains(&id);
         Principal {
             id,
             method,
             operator,
+            adds_bots,
         }
+    }
+
+    /// The principal of a valid token's claims: its subject, and the bot role when the
+    /// token carries it.
+    fn jwt_principal(&self, claims: Claims) -> Principal {
+        let mut p = self.principal(format!("jwt:{}", claims.sub), AuthMethod::Jwt);
+        if let Some(role) = &self.bot_role {
+            p.adds_bots |= claims.grants(role);
+        }
+        p
     }
 
     /// Authenticates a request from its headers and its connection's client certificate.
@@ -248,7 +292,7 @@ impl Authenticator {
         client_certificate: Option<&ClientCertificate>,
     ) -> Result<Principal, AuthError> {
         if !self.enabled() {
-            return Ok(Principal::anonymous());
+            return Ok(self.principal(Principal::ANONYMOUS.into(), AuthMethod::Anonymous));
         }
         let trusted = match client_certificate {
             Some(ClientCertificate::Untrusted(why)) if self.client_certificates => {
@@ -319,7 +363,7 @@ impl Authenticator {
                     if data.claims.sub.is_empty() {
                         return Err(AuthError::BadJwt("its subject is empty"));
                     }
-                    return Ok(self.principal(format!("jwt:{}", data.claims.sub), AuthMethod::Jwt));
+                    return Ok(self.jwt_principal(data.claims));
                 }
                 Err(e) => outcome = Err(AuthError::BadJwt(jwt_reason(e.kind()))),
             }
@@ -358,6 +402,45 @@ impl From<AuthError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bot_role_comes_from_a_tokens_roles_or_scopes() {
+        let auth = Authenticator {
+            jwt: Some(JwtSettings {
+                keys: vec![JwtKey::hs256(b"0123456789abcdef0123456789abcdef").unwrap()],
+                issuer: "iss".into(),
+                audience: "aud".into(),
+                leeway: Duration::from_secs(5),
+            }),
+            bot_role: Some("chat-bots".into()),
+            bot_callers: ["key:none".to_string()].into(),
+            ..Default::default()
+        };
+        let exp = jsonwebtoken::get_current_timestamp() + 600;
+        let principal = |extra: serde_json::Value| {
+            let mut claims =
+                serde_json::json!({ "sub": "svc", "iss": "iss", "aud": "aud", "exp": exp });
+            claims
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+            )
+            .unwrap();
+            let mut h = http::HeaderMap::new();
+            h.insert("authorization", format!("Bearer {token}").parse().unwrap());
+            auth.authenticate(&h, None).unwrap()
+        };
+        assert!(principal(serde_json::json!({ "roles": ["reader", "chat-bots"] })).adds_bots);
+        assert!(principal(serde_json::json!({ "roles": "chat-bots" })).adds_bots);
+        assert!(principal(serde_json::json!({ "scope": "openid chat-bots" })).adds_bots);
+        let plain = principal(serde_json::json!({ "roles": ["chat-bots-admin"], "scope": 7 }));
+        assert_eq!(plain.id, "jwt:svc");
+        assert!(!plain.adds_bots && !plain.operator);
+    }
 
     #[test]
     fn key_hashes_round_trip_and_bad_hex_is_refused() {

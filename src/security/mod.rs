@@ -75,6 +75,20 @@ pub struct SecurityArgs {
     #[arg(long = "operator", env = "GATEWAY_OPERATORS", value_delimiter = ',')]
     pub operators: Vec<String>,
 
+    /// Principals (as for `--operator`, or `anonymous` without authentication) that may add
+    /// custom bots to chats with AddBotParticipant; operators always may.
+    #[arg(
+        long = "bot-caller",
+        env = "GATEWAY_BOT_CALLERS",
+        value_delimiter = ','
+    )]
+    pub bot_callers: Vec<String>,
+
+    /// A role (in a JWT's `roles` claim) or scope (in its `scope` claim) that lets its bearer
+    /// add custom bots to chats.
+    #[arg(long, env = "GATEWAY_BOT_ROLE")]
+    pub bot_role: Option<String>,
+
     /// Serve reflection only to authenticated callers (health is always open).
     #[arg(long, env = "GATEWAY_REFLECTION_REQUIRES_AUTH")]
     pub reflection_requires_auth: bool,
@@ -263,6 +277,8 @@ impl SecurityArgs {
                 && self.jwt_public_key_file.is_none()
                 && self.jwt_jwks_file.is_none(),
             operators: self.operators.iter().cloned().collect(),
+            bot_callers: self.bot_callers.iter().cloned().collect(),
+            bot_role: self.bot_role.clone().filter(|r| !r.is_empty()),
             reflection_requires_auth: self.reflection_requires_auth,
         };
         check_exposure(&auth, listen, self.allow_unauthenticated)?;

@@ -86,7 +86,7 @@ pub(super) async fn run(
     refresh_requests: &mut mpsc::Receiver<RefreshRequest>,
     owner: Option<(Owner, CancellationToken)>,
 ) -> Outcome {
-    let span = tracing::info_span!("chat", contact_id = %session.contact_id);
+    let span = tracing::info_span!("chat", contact_id = %session.key);
     let mut seen = Seen::new(settings.history.max(1024));
     let (last_durable, known) = {
         let st = session.lock();
@@ -300,7 +300,7 @@ impl Actor<'_> {
         };
         match owner
             .cluster
-            .append(&self.session.contact_id, &owner.lease, &entry)
+            .append(&self.session.key, &owner.lease, &entry)
             .await
         {
             Ok((prev, id)) => {
@@ -349,7 +349,7 @@ impl Actor<'_> {
         if let Some(owner) = &self.owner {
             // Boxed: the Redis call's future is large, and inline it would sit in every
             // session's task, cluster mode or not.
-            Box::pin(share_token(owner, &self.stop, &self.session.contact_id, &c)).await;
+            Box::pin(share_token(owner, &self.stop, &self.session.key, &c)).await;
         }
         self.session.token.send_replace(Some(c.connection_token));
     }

@@ -77,7 +77,7 @@ async fn catch_up(session: &Session) {
         let Some(after) = session.lock().applied else {
             return;
         };
-        match link.cluster.after(&session.contact_id, after, PAGE).await {
+        match link.cluster.after(&session.key, after, PAGE).await {
             Ok(entries) => {
                 let full = entries.len() >= PAGE;
                 if session.apply_read(entries, false) && !full {
@@ -98,7 +98,7 @@ async fn load_token(session: &Session) {
     if link.owner.load(Ordering::Relaxed) {
         return;
     }
-    match link.cluster.token(&session.contact_id).await {
+    match link.cluster.token(&session.key).await {
         Ok(Some(t)) => {
             session.token.send_replace(Some(t));
         }
@@ -128,7 +128,7 @@ pub(super) async fn run(
         return actor::run(session.clone(), upstream, settings, requests, None).await;
     };
     let cluster = link.cluster.clone();
-    let contact_id = session.contact_id.clone();
+    let contact_id = session.key.clone();
     let channel = cluster.channel(&contact_id);
     let weak: Weak<dyn Listener> = Arc::downgrade(&session) as Weak<Session>;
     // Subscribed before the tail is read, so nothing published in between is missed (while
@@ -159,7 +159,7 @@ async fn follow_and_own(
     let renew_every = cluster.settings().renew_every();
     // The log's tail first: the session's history.
     loop {
-        match cluster.tail(&session.contact_id, settings.history).await {
+        match cluster.tail(&session.key, settings.history).await {
             Ok(entries) => {
                 if !session.apply_read(entries, true) {
                     catch_up(session).await;
@@ -184,7 +184,7 @@ async fn follow_and_own(
         if session.is_ended() {
             return Outcome::Ended;
         }
-        let held_for = match cluster.acquire(&session.contact_id).await {
+        let held_for = match cluster.acquire(&session.key).await {
             Ok(Acquired::Taken(lease)) => {
                 match own(session, upstream, settings, requests, lease).await {
                     Outcome::Stopped => continue,
@@ -254,7 +254,7 @@ async fn own(
         return Outcome::Stopped;
     };
     let cluster = link.cluster.clone();
-    tracing::debug!(contact_id = %session.contact_id, fence = lease.fence, "took the chat's lease");
+    tracing::debug!(contact_id = %session.key, fence = lease.fence, "took the chat's lease");
     link.owner.store(true, Ordering::Relaxed);
     session.metrics.leases_acquired.inc();
     session.metrics.leases_held.inc();
@@ -281,10 +281,10 @@ async fn own(
     let outcome = loop {
         tokio::select! {
             o = &mut actor => break o,
-            _ = renew.tick() => match cluster.renew(&session.contact_id, &lease).await {
+            _ = renew.tick() => match cluster.renew(&session.key, &lease).await {
                 Ok(true) => renewed = Instant::now(),
                 Ok(false) => {
-                    tracing::info!(contact_id = %session.contact_id, "the chat's lease was lost");
+                    tracing::info!(contact_id = %session.key, "the chat's lease was lost");
                     session.metrics.leases_lost.inc();
                     stop.cancel();
                 }
@@ -301,7 +301,7 @@ async fn own(
             _ = link.reshare.notified() => {
                 if let Some(token) = session.current_token() {
                     let shared = cluster
-                        .put_token(&session.contact_id, &lease, &token, Duration::from_secs(3600))
+                        .put_token(&session.key, &lease, &token, Duration::from_secs(3600))
                         .await;
                     if let Err(e) = shared {
                         tracing::debug!(error = %e, "could not share the connection token again");
@@ -312,7 +312,7 @@ async fn own(
     };
     link.owner.store(false, Ordering::Relaxed);
     session.metrics.leases_held.dec();
-    if let Err(e) = cluster.release(&session.contact_id, &lease).await {
+    if let Err(e) = cluster.release(&session.key, &lease).await {
         tracing::debug!(error = %e, "could not release the chat's lease; it lapses");
     }
     outcome

@@ -165,8 +165,12 @@ pub(crate) struct Link {
 
 /// A live chat. Cheap to share; the actor owns the socket.
 pub struct Session {
-    pub contact_id: String,
+    /// The chat's record key ([`ChatRecord::key`]): its contact, or for a bot its contact
+    /// and participant. Names the session here and its keys in cluster mode.
+    pub key: String,
     pub participant_id: String,
+    /// The participant is a custom bot (AddBotParticipant).
+    pub bot: bool,
     /// The principal that started the chat.
     pub principal: String,
     pub started_at: SystemTime,
@@ -235,6 +239,11 @@ impl Drop for SubscriberGuard {
 }
 
 impl Session {
+    /// The chat's Connect contact id.
+    pub fn contact_id(&self) -> &str {
+        self.key.split('/').next().unwrap_or_default()
+    }
+
     pub fn touch(&self) {
         *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
@@ -637,13 +646,13 @@ impl Sessions {
         all
     }
 
-    /// The live session of a contact, if any.
-    pub fn get(&self, contact_id: &str) -> Option<Arc<Session>> {
+    /// The live session under a record key ([`ChatRecord::key`]), if any.
+    pub fn get(&self, key: &str) -> Option<Arc<Session>> {
         self.inner
             .live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(contact_id)
+            .get(key)
             .cloned()
     }
 
@@ -653,7 +662,8 @@ impl Sessions {
             return Err(SessionError::ShuttingDown);
         }
         let mut live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = live.get(&record.contact_id) {
+        let key = record.key();
+        if let Some(s) = live.get(key.as_ref()) {
             s.touch();
             return Ok(s.clone());
         }
@@ -668,8 +678,9 @@ impl Sessions {
         let events = Fanout::new(self.inner.settings.subscriber_queue);
         let (refresh, refresh_requests) = mpsc::channel(self.inner.settings.token_waiters.max(1));
         let session = Arc::new(Session {
-            contact_id: record.contact_id.clone(),
+            key: key.into_owned(),
             participant_id: record.participant_id.clone(),
+            bot: record.bot,
             principal: record.owner.clone(),
             started_at: record.started_at,
             participant_token: record.participant_token.clone(),
@@ -704,7 +715,7 @@ impl Sessions {
             }),
         });
         session.metrics.live_chats.inc();
-        live.insert(record.contact_id.clone(), session.clone());
+        live.insert(session.key.clone(), session.clone());
         drop(live);
         let inner = self.inner.clone();
         let s = session.clone();
@@ -732,20 +743,17 @@ impl Sessions {
             }
             if s.is_ended() {
                 if let Some(on_end) = inner.on_end.get() {
-                    on_end(&s.contact_id, &s.principal);
+                    on_end(&s.key, &s.principal);
                 }
-                if let Err(e) = inner.store.mark_ended(&s.contact_id).await {
-                    tracing::warn!(contact_id = %s.contact_id, error = %e, "could not mark the chat ended");
+                if let Err(e) = inner.store.mark_ended(&s.key).await {
+                    tracing::warn!(contact_id = %s.key, error = %e, "could not mark the chat ended");
                 }
             }
             s.close();
             s.metrics.live_chats.dec();
             let mut live = inner.live.lock().unwrap_or_else(|e| e.into_inner());
-            if live
-                .get(&s.contact_id)
-                .is_some_and(|cur| Arc::ptr_eq(cur, &s))
-            {
-                live.remove(&s.contact_id);
+            if live.get(&s.key).is_some_and(|cur| Arc::ptr_eq(cur, &s)) {
+                live.remove(&s.key);
             }
         };
         self.inner.tasks.spawn(fut);

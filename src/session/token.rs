@@ -25,7 +25,7 @@ impl Session {
                 // No shared token yet (or its key was lost): ask the owner to share it.
                 if let Err(e) = link
                     .cluster
-                    .request_refresh(&self.contact_id, &Secret::new(""))
+                    .request_refresh(&self.key, &Secret::new(""))
                     .await
                 {
                     tracing::debug!(error = %e, "could not ask the owner for its token");
@@ -73,7 +73,7 @@ impl Session {
             return Err(SessionError::NotReady);
         };
         let mut rx = self.token.subscribe();
-        if let Err(e) = link.cluster.request_refresh(&self.contact_id, stale).await {
+        if let Err(e) = link.cluster.request_refresh(&self.key, stale).await {
             tracing::debug!(error = %e, "could not ask the owner for a new token");
             return Err(SessionError::NotReady);
         }

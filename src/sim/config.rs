@@ -24,6 +24,9 @@ pub struct SimConfig {
     pub socket_url_ttl: Duration,
     /// Open sockets allowed per participant; the next upgrade is refused.
     pub max_sockets_per_participant: usize,
+    /// Custom bots (CreateParticipant) one chat may have; the next is
+    /// ServiceQuotaExceededException.
+    pub max_bots_per_chat: usize,
     /// Live chats; over it StartChatContact fails with LimitExceededException.
     pub max_chats: usize,
     /// Ended chats kept for transcripts and assertions; the oldest are forgotten first.
@@ -79,6 +82,7 @@ impl Default for SimConfig {
             connection_token_ttl: Duration::from_secs(24 * 3600),
             socket_url_ttl: Duration::from_secs(100),
             max_sockets_per_participant: 5,
+            max_bots_per_chat: 4,
             max_chats: 100_000,
             max_ended_chats: 10_000,
             max_items_per_chat: 10_000,
@@ -109,6 +113,7 @@ impl SimConfig {
                 self.max_sockets_per_participant,
             ),
             ("max_chats", self.max_chats),
+            ("max_bots_per_chat", self.max_bots_per_chat),
             ("max_items_per_chat", self.max_items_per_chat),
             ("socket_queue", self.socket_queue),
             ("max_client_frame_bytes", self.max_client_frame_bytes),
@@ -123,6 +128,12 @@ impl SimConfig {
             ),
             ("agent_queue", self.agent_queue),
         ];
+        if self.max_bots_per_chat > usize::from(u8::MAX - 1) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("max_bots_per_chat must be at most {}", u8::MAX - 1),
+            ));
+        }
         for (name, value) in positive {
             if value == 0 {
                 return Err(std::io::Error::new(

@@ -66,14 +66,14 @@ async fn upgrade(
             .find(|(k, _)| k == "token")
             .map(|(_, v)| v.into_owned())
     });
-    let Some(chat) = token.as_deref().and_then(|t| shared.socket_url_chat(t)) else {
+    let Some((chat, member)) = token.as_deref().and_then(|t| shared.socket_url_chat(t)) else {
         return refuse(&shared, StatusCode::FORBIDDEN, "Forbidden");
     };
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    let Some((rx, subscribed, kill)) = shared.register_socket(&chat) else {
+    let Some((rx, subscribed, kill)) = shared.register_socket(&chat, &member) else {
         return refuse(
             &shared,
             StatusCode::TOO_MANY_REQUESTS,

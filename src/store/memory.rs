@@ -47,7 +47,8 @@ impl MemoryStore {
 impl SessionStore for MemoryStore {
     async fn upsert(&self, record: ChatRecord) -> Result<ChatRecord, StoreError> {
         let mut records = self.lock();
-        if let Some(existing) = records.by_contact.get_mut(&record.contact_id) {
+        let key = record.key().into_owned();
+        if let Some(existing) = records.by_contact.get_mut(&key) {
             existing.merge(record);
             return Ok(existing.clone());
         }
@@ -58,11 +59,9 @@ impl SessionStore for MemoryStore {
             records.by_contact.remove(&oldest);
         }
         if record.ended {
-            records.ended.insert(record.contact_id.clone());
+            records.ended.insert(key.clone());
         }
-        records
-            .by_contact
-            .insert(record.contact_id.clone(), record.clone());
+        records.by_contact.insert(key, record.clone());
         Ok(record)
     }
 

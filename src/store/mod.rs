@@ -36,9 +36,27 @@ pub struct ChatRecord {
     /// The Connect instance of the chat when it is not the gateway's configured one (empty:
     /// the configured one).
     pub instance_id: String,
+    /// The participant is a custom bot (AddBotParticipant), not the chat's customer.
+    pub bot: bool,
+}
+
+/// The key of a bot's chat record and session: its contact and its participant. Contact ids
+/// never contain `/` (Connect's are UUIDs; the API refuses one that does).
+pub fn bot_key(contact_id: &str, participant_id: &str) -> String {
+    format!("{contact_id}/{participant_id}")
 }
 
 impl ChatRecord {
+    /// What the store and the sessions know the chat by: the contact for the customer's
+    /// side, the contact and the bot's participant for a bot's.
+    pub fn key(&self) -> std::borrow::Cow<'_, str> {
+        if self.bot {
+            bot_key(&self.contact_id, &self.participant_id).into()
+        } else {
+            self.contact_id.as_str().into()
+        }
+    }
+
     /// Adds the chat token hashes of a replayed StartChat, keeping the newest few.
     pub fn merge(&mut self, replay: ChatRecord) {
         for h in replay.chat_token_hashes {
@@ -68,13 +86,15 @@ pub enum StoreError {
 /// Where session records live. Implementations must be cheap to call concurrently.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// Inserts a record, or, when the contact is known already (a StartChat replayed with the
-    /// same client token), adds the new chat token hash to it. Returns the stored record.
+    /// Inserts a record, or, when its key is known already (a StartChat or AddBotParticipant
+    /// replayed with the same client token), adds the new chat token hash to it. Returns the
+    /// stored record.
     async fn upsert(&self, record: ChatRecord) -> Result<ChatRecord, StoreError>;
-    async fn get(&self, contact_id: &str) -> Result<Option<ChatRecord>, StoreError>;
-    /// Marks the chat ended; a no-op for an unknown contact.
-    async fn mark_ended(&self, contact_id: &str) -> Result<(), StoreError>;
-    async fn remove(&self, contact_id: &str) -> Result<(), StoreError>;
+    /// The record under `key` ([`ChatRecord::key`]).
+    async fn get(&self, key: &str) -> Result<Option<ChatRecord>, StoreError>;
+    /// Marks the chat ended; a no-op for an unknown key.
+    async fn mark_ended(&self, key: &str) -> Result<(), StoreError>;
+    async fn remove(&self, key: &str) -> Result<(), StoreError>;
     /// Whether the store can record a chat now (checked before Connect is asked for one).
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
@@ -96,6 +116,7 @@ mod tests {
             ended: false,
             owner: "anonymous".into(),
             instance_id: String::new(),
+            bot: false,
         }
     }
 

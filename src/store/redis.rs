@@ -31,6 +31,9 @@ struct Fixed {
     /// Empty: the gateway's configured instance.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     instance_id: String,
+    /// A custom bot's record (AddBotParticipant).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    bot: bool,
 }
 
 /// Creates the record, or adds a replay's token hashes to it (the newest kept), and
@@ -85,9 +88,9 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// What the participant token of a chat is sealed for.
-pub fn participant_context(contact_id: &str) -> String {
-    format!("participant:{contact_id}")
+/// What the participant token of a chat is sealed for (its record's key).
+pub fn participant_context(key: &str) -> String {
+    format!("participant:{key}")
 }
 
 impl Fixed {
@@ -95,8 +98,7 @@ impl Fixed {
         Self {
             contact_id: r.contact_id.clone(),
             participant_id: r.participant_id.clone(),
-            participant_token: sealer
-                .seal(&participant_context(&r.contact_id), &r.participant_token),
+            participant_token: sealer.seal(&participant_context(&r.key()), &r.participant_token),
             content_types: r.content_types.clone(),
             started_at_ms: r
                 .started_at
@@ -105,6 +107,7 @@ impl Fixed {
                 .unwrap_or(0),
             owner: r.owner.clone(),
             instance_id: r.instance_id.clone(),
+            bot: r.bot,
         }
     }
 }
@@ -127,10 +130,13 @@ fn record_of(fixed: &str, tokens: &str, ended: &str, sealer: &Sealer) -> Option<
             return None;
         }
     };
-    let Some(participant_token) = sealer.open(
-        &participant_context(&fixed.contact_id),
-        &fixed.participant_token,
-    ) else {
+    let key = if fixed.bot {
+        super::bot_key(&fixed.contact_id, &fixed.participant_id)
+    } else {
+        fixed.contact_id.clone()
+    };
+    let Some(participant_token) = sealer.open(&participant_context(&key), &fixed.participant_token)
+    else {
         tracing::warn!(
             contact_id = %fixed.contact_id,
             "a session record's token does not open with the configured store keys"
@@ -151,6 +157,7 @@ fn record_of(fixed: &str, tokens: &str, ended: &str, sealer: &Sealer) -> Option<
         ended: ended == "1",
         owner: fixed.owner,
         instance_id: fixed.instance_id,
+        bot: fixed.bot,
     })
 }
 
@@ -215,7 +222,7 @@ impl SessionStore for RedisStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let mut conn = self.conn().await?;
         let (fixed, tokens, ended): (String, String, String) = UPSERT
-            .key(self.key(&record.contact_id))
+            .key(self.key(&record.key()))
             .arg(fixed)
             .arg(self.ttl_ms())
             .arg(MAX_TOKENS_PER_CHAT)
@@ -293,6 +300,7 @@ mod tests {
             ended: false,
             owner: "key:ops".into(),
             instance_id: "other-instance".into(),
+            bot: false,
         };
         let sealer = Sealer::random();
         let fixed = serde_json::to_string(&Fixed::of(&r, &sealer)).unwrap();
@@ -307,5 +315,15 @@ mod tests {
         // Another deployment's keys do not open it.
         assert!(record_of(&fixed, "", "0", &Sealer::random()).is_none());
         assert_eq!(unhex("zz"), None);
+        // A bot's record keeps its kind, and its token is sealed for its own key: the
+        // customer's record of the contact cannot carry it.
+        let bot = ChatRecord { bot: true, ..r };
+        let fixed = serde_json::to_string(&Fixed::of(&bot, &sealer)).unwrap();
+        let back = record_of(&fixed, "", "0", &sealer).unwrap();
+        assert!(back.bot);
+        assert_eq!(back.key(), "c/p");
+        let mut swapped: serde_json::Value = serde_json::from_str(&fixed).unwrap();
+        swapped["bot"] = false.into();
+        assert!(record_of(&swapped.to_string(), "", "0", &sealer).is_none());
     }
 }

@@ -68,7 +68,7 @@ async function main() {
     check(true, "the page sent its own read receipt for the agent's message");
 
     // The console: the chat is listed; selecting it shows its events, without content.
-    const row = `#chats tr[data-contact-id="${contactId}"]`;
+    const row = `#chats tr[data-chat-id="${contactId}"]`;
     await page.waitForSelector(`${row} >> text=connected`);
     check((await page.textContent(`${row} td:nth-child(5)`)) === "1", "the console lists the chat with its one subscriber");
     await page.click(row);

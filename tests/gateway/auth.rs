@@ -301,6 +301,7 @@ async fn operators_inspect_any_chat_without_its_token_but_cannot_act() {
     let tokenless = pb::ChatRef {
         contact_id: chat.contact_id.clone(),
         chat_token: String::new(),
+        ..Default::default()
     };
     let info = h
         .client
@@ -497,6 +498,7 @@ async fn mutual_tls_makes_the_certificate_subject_the_principal() {
         chat: Some(pb::ChatRef {
             contact_id: chat.contact_id.clone(),
             chat_token: String::new(),
+            ..Default::default()
         }),
     })
     .await

@@ -144,7 +144,7 @@ proptest! {
         directions in (any::<i32>(), any::<i32>()),
         chat in proptest::option::of((".{0,300}", ".{0,140}")),
     ) {
-        let chat = chat.map(|(contact_id, chat_token)| pb::ChatRef { contact_id, chat_token });
+        let chat = chat.map(|(contact_id, chat_token)| pb::ChatRef { contact_id, chat_token, ..Default::default() });
         let _ = validate::validate_send_message(&pb::SendMessageRequest {
             chat: chat.clone(), content, content_type, client_token: String::new(),
         });

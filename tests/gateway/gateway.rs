@@ -285,6 +285,7 @@ async fn bad_input_gets_documented_codes() {
     let unknown = pb::ChatRef {
         contact_id: "no-such-contact".into(),
         chat_token: chat.chat_token.clone(),
+        ..Default::default()
     };
     let e = h
         .client
@@ -295,6 +296,7 @@ async fn bad_input_gets_documented_codes() {
     let forged = pb::ChatRef {
         contact_id: chat.contact_id.clone(),
         chat_token: "forged".into(),
+        ..Default::default()
     };
     let e = h
         .client

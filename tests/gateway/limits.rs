@@ -43,6 +43,7 @@ async fn a_caller_over_its_rate_is_resource_exhausted_with_retry_info() {
                 chat: Some(pb::ChatRef {
                     contact_id: "unknown".into(),
                     chat_token: "t".into(),
+                    ..Default::default()
                 }),
             })
             .await;

@@ -6,6 +6,7 @@ mod support;
 
 mod attachments;
 mod auth;
+mod bots;
 mod chaos;
 mod console;
 mod events;

@@ -209,6 +209,7 @@ async fn a_whole_chat_logs_none_of_its_secrets() {
                 chat: Some(pb::ChatRef {
                     contact_id: chat.contact_id.clone(),
                     chat_token: String::new(),
+                    ..Default::default()
                 }),
             },
             "x-api-key",

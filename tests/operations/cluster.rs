@@ -743,6 +743,7 @@ async fn a_callers_rate_holds_across_replicas() {
                 chat: Some(pb::ChatRef {
                     contact_id: "no-such-chat".into(),
                     chat_token: "t".into(),
+                    ..Default::default()
                 }),
             })
             .await
@@ -754,6 +755,109 @@ async fn a_callers_rate_holds_across_replicas() {
     }
     assert!(refused.len() >= 4, "only {} of 14 refused", refused.len());
     assert!(refused.iter().all(|s| s.get_details_retry_info().is_some()));
+    drop(procs);
+    sim.shutdown().await;
+}
+
+/// A bot's Subscribe stream (from the start of what the gateway holds), read in the
+/// background like [`subscribe`]'s.
+async fn subscribe_ref(client: &mut Client, chat: &pb::ChatRef) -> Seen {
+    let mut stream = client
+        .subscribe(pb::SubscribeRequest {
+            chat: Some(chat.clone()),
+            from_start: true,
+            ..Default::default()
+        })
+        .await
+        .expect("Subscribe")
+        .into_inner();
+    let seen: Seen = Arc::default();
+    let out = seen.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(ev)) = stream.message().await {
+            out.lock().unwrap().push((Instant::now(), ev));
+        }
+    });
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_holds_one_socket_across_replicas() {
+    let sim = Simulator::start(SimConfig {
+        agent: fast_agent(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let prefix = unique_prefix("cluster-bot");
+    let extra = [
+        "--lease-ttl",
+        "2s",
+        "--caller-rate",
+        "0",
+        "--bot-caller",
+        "anonymous",
+    ];
+    let procs: Vec<GatewayProc> = (0..3)
+        .map(|_| GatewayProc::spawn(&sim.endpoint(), REDIS, &prefix, &extra))
+        .collect();
+    let mut clients = clients(&procs).await;
+    let chat = start_chat(&mut clients[0], "Ada").await;
+    let customer = subscribe(&mut clients[0], &chat).await;
+    let bot = clients[1]
+        .add_bot_participant(pb::AddBotParticipantRequest {
+            contact_id: chat.contact_id.clone(),
+            display_name: "FAQ bot".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("AddBotParticipant")
+        .into_inner()
+        .chat
+        .unwrap();
+    let mut bot_streams = Vec::new();
+    for c in clients.iter_mut() {
+        bot_streams.push(subscribe_ref(c, &bot).await);
+    }
+    clients[2]
+        .send_message(pb::SendMessageRequest {
+            chat: Some(bot.clone()),
+            content: "bot says hi".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("the bot's SendMessage on any replica");
+    let from_bot = |s: &Seen| {
+        let events: Vec<pb::ChatEvent> = s.lock().unwrap().iter().map(|(_, e)| e.clone()).collect();
+        messages(&events, pb::ParticipantRole::CustomBot)
+    };
+    wait_for("the bot's message at the customer", || {
+        from_bot(&customer) == ["bot says hi"]
+    })
+    .await;
+    for s in &bot_streams {
+        wait_for("the bot's message on every replica's bot stream", || {
+            from_bot(s) == ["bot says hi"]
+        })
+        .await;
+    }
+    assert_eq!(
+        sim.open_sockets(&chat.contact_id),
+        2,
+        "one socket for the customer and one for the bot, across three replicas"
+    );
+    assert_eq!(sim.calls(Operation::CreateParticipantConnection), 2);
+    clients[0]
+        .end_chat(pb::EndChatRequest {
+            chat: Some(bot.clone()),
+        })
+        .await
+        .expect("the bot's EndChat on a replica without its socket");
+    wait_for("the bot's socket closed, the customer's open", || {
+        sim.open_sockets(&chat.contact_id) == 1
+    })
+    .await;
+    assert_eq!(sim.chat_ended(&chat.contact_id), Some(false));
     drop(procs);
     sim.shutdown().await;
 }

@@ -21,6 +21,7 @@ const SIGNED_ACTIONS: &[&str] = &[
     "connect:StartChatContact",
     "connect:CreatePushNotificationRegistration",
     "connect:DeletePushNotificationRegistration",
+    "connect:CreateParticipant",
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -654,7 +655,8 @@ fn the_iam_policy_grants_only_start_chat_contact_on_contact_flows() {
                     .unwrap_or_else(|| panic!("{resource} is not a contact flow of the instance"));
                 assert!(!flow.is_empty() && !flow.contains('/'), "{resource}");
             } else {
-                // The push registrations: the instance and its contacts, nothing wider.
+                // The push registrations and the bots: the instance and its contacts,
+                // nothing wider.
                 assert!(
                     resource == instance || resource == format!("{instance}/contact/*"),
                     "{resource} is more than the instance and its contacts"

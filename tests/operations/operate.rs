@@ -188,6 +188,7 @@ async fn concurrent_updates_to_a_shared_record_are_all_kept() {
         ended: false,
         owner: "key:ops".into(),
         instance_id: String::new(),
+        bot: false,
     };
     for round in 0..20 {
         let id = format!("contact-{round}");

@@ -999,3 +999,98 @@ async fn push_notification_registrations() {
     assert!(gone.into_service_error().is_resource_not_found_exception());
     env.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_custom_bot_joins_with_its_own_participant_and_leaves_alone() {
+    use aws_sdk_connect::types::{ParticipantDetailsToAdd, ParticipantRole};
+    let env = start(quiet_config()).await;
+    let chat = env.chat().await;
+    let mut customer = open_socket(&chat.socket_url).await;
+    let add = |contact: &str, role: ParticipantRole| {
+        env.connect
+            .create_participant()
+            .instance_id("12345678-aaaa-bbbb-cccc-123456789012")
+            .contact_id(contact)
+            .client_token("bot-1")
+            .participant_details(
+                ParticipantDetailsToAdd::builder()
+                    .participant_role(role)
+                    .display_name("FAQ bot")
+                    .build(),
+            )
+            .send()
+    };
+    let added = add(&chat.contact_id, ParticipantRole::CustomBot)
+        .await
+        .expect("CreateParticipant");
+    let bot_id = added.participant_id().expect("participant id").to_owned();
+    let bot_token = added
+        .participant_credentials()
+        .and_then(|c| c.participant_token())
+        .expect("participant token")
+        .to_owned();
+    assert_ne!(bot_id, chat.participant_id);
+    assert_ne!(bot_token, chat.participant_token);
+    let again = add(&chat.contact_id, ParticipantRole::CustomBot)
+        .await
+        .expect("CreateParticipant again");
+    assert_eq!(
+        again.participant_id(),
+        Some(bot_id.as_str()),
+        "the same client token adds one bot"
+    );
+    // Only CUSTOM_BOT joins a chat; an unknown contact is not found.
+    let agent = add(&chat.contact_id, ParticipantRole::Agent)
+        .await
+        .unwrap_err();
+    assert!(agent.into_service_error().is_invalid_request_exception());
+    let unknown = add("no-such-contact", ParticipantRole::CustomBot)
+        .await
+        .unwrap_err();
+    assert!(unknown
+        .into_service_error()
+        .is_resource_not_found_exception());
+
+    let joined = items_until(&mut customer, |i| {
+        content_type(i) == "application/vnd.amazonaws.connect.event.participant.joined"
+            && i["ParticipantId"] == bot_id.as_str()
+    })
+    .await;
+    let joined = joined.last().unwrap();
+    assert_eq!(joined["ParticipantRole"], "CUSTOM_BOT");
+    assert_eq!(joined["DisplayName"], "FAQ bot");
+
+    // The bot connects with its own token and talks as itself.
+    let (bot_connection, bot_url) = env.connect_participant(&bot_token).await;
+    let mut bot = open_socket(&bot_url).await;
+    let said = send_text(&env.participant, &bot_connection, "How can I help?")
+        .await
+        .expect("the bot's SendMessage");
+    let seen = items_until(&mut customer, |i| i["Id"] == said.id().unwrap()).await;
+    let message = seen.last().unwrap();
+    assert_eq!(message["ParticipantId"], bot_id.as_str());
+    assert_eq!(message["ParticipantRole"], "CUSTOM_BOT");
+    let from_customer = env.say(&chat, "Where is my order?").await;
+    let at_bot = items_until(&mut bot, |i| i["Id"] == from_customer.as_str()).await;
+    assert_eq!(at_bot.last().unwrap()["ParticipantRole"], "CUSTOMER");
+
+    // The bot leaves; the chat goes on for the customer, and the bot's token is spent.
+    env.participant
+        .disconnect_participant()
+        .connection_token(&bot_connection)
+        .send()
+        .await
+        .expect("the bot's DisconnectParticipant");
+    let left = items_until(&mut customer, |i| {
+        content_type(i) == "application/vnd.amazonaws.connect.event.participant.left"
+    })
+    .await;
+    assert_eq!(left.last().unwrap()["ParticipantId"], bot_id.as_str());
+    assert!(socket_ends(&mut bot).await, "the bot's socket closes");
+    let spent = send_text(&env.participant, &bot_connection, "still here?")
+        .await
+        .unwrap_err();
+    assert_eq!(spent.code(), Some("AccessDeniedException"));
+    env.say(&chat, "thanks").await;
+    env.sim.shutdown().await;
+}

@@ -156,6 +156,7 @@ async fn the_gateway_trusts_an_extra_ca_for_upstream_sockets() {
             chat: Some(pb::ChatRef {
                 contact_id: started.contact_id.clone(),
                 chat_token: started.chat_token,
+                ..Default::default()
             }),
             resume_cursor: String::new(),
             ..Default::default()

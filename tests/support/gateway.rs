@@ -238,6 +238,7 @@ pub fn chat_ref(chat: &pb::StartChatResponse) -> pb::ChatRef {
     pb::ChatRef {
         contact_id: chat.contact_id.clone(),
         chat_token: chat.chat_token.clone(),
+        ..Default::default()
     }
 }
 
@@ -272,7 +273,7 @@ pub fn customer_texts(events: &[pb::ChatEvent]) -> Vec<String> {
     messages(events, pb::ParticipantRole::Customer)
 }
 
-fn messages(events: &[pb::ChatEvent], role: pb::ParticipantRole) -> Vec<String> {
+pub fn messages(events: &[pb::ChatEvent], role: pb::ParticipantRole) -> Vec<String> {
     events
         .iter()
         .filter(|e| e.sender.as_ref().is_some_and(|s| s.role == role as i32))

@@ -292,17 +292,17 @@ async function main() {
       const list = await (await fetch("api/chats")).json();
       $("live-count").textContent = String(list.live);
       const rows = list.chats.map((c) => {
-        const tr = el("tr", { "data-contact-id": c.contact_id });
+        const tr = el("tr", { "data-chat-id": c.id });
         for (const v of [
-          c.contact_id, c.caller, new Date(c.started_at).toLocaleTimeString(), c.upstream,
+          c.role === "customer" ? c.contact_id : `${c.contact_id} (bot)`, c.caller, new Date(c.started_at).toLocaleTimeString(), c.upstream,
           String(c.subscribers),
           c.owns_socket === null ? "this process" : c.owns_socket ? "this replica" : "another replica",
         ]) tr.append(cell(v));
         tr.addEventListener("click", () => {
-          selected = c.contact_id;
+          selected = c.id;
           refresh();
         });
-        if (c.contact_id === selected) tr.classList.add("selected");
+        if (c.id === selected) tr.classList.add("selected");
         return tr;
       });
       $("chats").replaceChildren(...rows);

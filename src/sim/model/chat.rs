@@ -118,7 +118,25 @@ pub struct ChatState {
     pub customer_connected: bool,
     pub ended: bool,
     pub agent_messages: u64,
+    /// Custom bots CreateParticipant added, in order (a token's participant index is its
+    /// position plus one; 0 is the customer).
+    pub bots: Vec<Bot>,
 }
+
+/// A custom bot participant (CreateParticipant, role CUSTOM_BOT).
+pub struct Bot {
+    pub member: Member,
+    /// CreateParticipant's ClientToken, for its idempotency.
+    pub client_token: Option<String>,
+    /// The bot disconnected (DisconnectParticipant): its tokens no longer work.
+    pub left: bool,
+}
+
+/// Which participant of a chat a token belongs to: 0 the customer, n the chat's n-th bot.
+pub type Who = u8;
+
+/// The customer's [`Who`].
+pub const CUSTOMER: Who = 0;
 
 impl ChatState {
     /// An empty chat; `client_tokens` bounds each ClientToken map.
@@ -137,7 +155,15 @@ impl ChatState {
             customer_connected: false,
             ended: false,
             agent_messages: 0,
+            bots: Vec::new(),
         }
+    }
+
+    /// The bot `who` names (`who` > 0).
+    pub fn bot(&self, who: Who) -> Option<&Bot> {
+        usize::from(who)
+            .checked_sub(1)
+            .and_then(|i| self.bots.get(i))
     }
 
     /// Sequence number of the stored item with that id.
@@ -296,6 +322,23 @@ impl Chat {
             Err(Denied("The participant has disconnected"))
         } else {
             Ok(())
+        }
+    }
+
+    /// The participant `who` names, while its tokens work (the chat lives and it has not
+    /// left).
+    pub fn member(&self, who: Who) -> Result<Member, Denied> {
+        if who == CUSTOMER {
+            return self.customer_access().map(|()| self.customer.clone());
+        }
+        let st = self.lock();
+        if st.ended {
+            return Err(Denied("The chat has ended"));
+        }
+        match st.bot(who) {
+            Some(b) if b.left => Err(Denied("The participant has disconnected")),
+            Some(b) => Ok(b.member.clone()),
+            None => Err(Denied("Invalid participant token")),
         }
     }
 

@@ -35,6 +35,7 @@ pub enum Operation {
     CancelParticipantAuthentication,
     CreatePushNotificationRegistration,
     DeletePushNotificationRegistration,
+    CreateParticipant,
 }
 
 impl Operation {
@@ -65,7 +66,8 @@ impl Operation {
             | Operation::GetAuthenticationUrl
             | Operation::CancelParticipantAuthentication
             | Operation::CreatePushNotificationRegistration
-            | Operation::DeletePushNotificationRegistration => None,
+            | Operation::DeletePushNotificationRegistration
+            | Operation::CreateParticipant => None,
         }
     }
 
@@ -76,6 +78,7 @@ impl Operation {
             Operation::StartChatContact
                 | Operation::CreatePushNotificationRegistration
                 | Operation::DeletePushNotificationRegistration
+                | Operation::CreateParticipant
         )
     }
 }
@@ -103,7 +106,7 @@ mod tests {
     fn operation_names_indices_and_wire_names_agree() {
         let all: Vec<Operation> = Operation::iter().collect();
         assert_eq!(all.len(), Operation::COUNT);
-        assert_eq!(Operation::COUNT, 14);
+        assert_eq!(Operation::COUNT, 15);
         for (i, op) in all.iter().enumerate() {
             assert_eq!(op.index(), i);
             // The admin API and the counters use the same names as serde.

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::chat::{
-    AgentEvent, AgentInbox, Chat, ChatFrame, ChatState, Denied, EndReason, Member, Pushed,
-    SocketEntry,
+    AgentEvent, AgentInbox, Bot, Chat, ChatFrame, ChatState, Denied, EndReason, Member, Pushed,
+    SocketEntry, Who, CUSTOMER,
 };
 use super::knobs::Knobs;
 use super::operation::{FaultKind, Operation};
@@ -38,16 +38,20 @@ enum TokenKind {
 struct TokenRef {
     contact_id: String,
     kind: TokenKind,
+    who: Who,
 }
 
 struct UrlRef {
     contact_id: String,
     expires_at: Instant,
+    who: Who,
 }
 
 struct ChatEntry {
     chat: Arc<Chat>,
     participant_token: String,
+    /// The participant tokens of the chat's custom bots.
+    bot_tokens: Vec<String>,
     conn_tokens: VecDeque<String>,
     url_tokens: VecDeque<String>,
 }
@@ -90,6 +94,24 @@ pub enum StartError {
     Limit,
     SourceNotFound,
     SourceActive,
+}
+
+/// Why CreateParticipant refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddBotError {
+    /// No such contact in the instance.
+    NotFound,
+    /// The contact has ended.
+    Ended,
+    /// The chat has as many bots as the simulator allows.
+    Quota,
+}
+
+/// CreateParticipant's answer.
+#[derive(Debug, Clone)]
+pub struct AddedBot {
+    pub participant_id: String,
+    pub participant_token: String,
 }
 
 /// CreateParticipantConnection's answer.
@@ -295,6 +317,7 @@ impl Shared {
                 TokenRef {
                     contact_id: contact_id.clone(),
                     kind: TokenKind::Participant,
+                    who: CUSTOMER,
                 },
             );
             reg.chats.insert(
@@ -302,6 +325,7 @@ impl Shared {
                 ChatEntry {
                     chat: chat.clone(),
                     participant_token: participant_token.clone(),
+                    bot_tokens: Vec::new(),
                     conn_tokens: VecDeque::new(),
                     url_tokens: VecDeque::new(),
                 },
@@ -346,11 +370,12 @@ impl Shared {
         let token = participant_token.ok_or(Denied("Missing X-Amz-Bearer header"))?;
         let chat = {
             let mut reg = lock(&self.registry);
-            let contact_id = match reg.tokens.get(token) {
+            let (contact_id, who) = match reg.tokens.get(token) {
                 Some(TokenRef {
                     contact_id,
                     kind: TokenKind::Participant,
-                }) => contact_id.clone(),
+                    who,
+                }) => (contact_id.clone(), *who),
                 _ => return Err(Denied("Invalid participant token")),
             };
             let reg = &mut *reg;
@@ -358,7 +383,7 @@ impl Shared {
                 .chats
                 .get_mut(&contact_id)
                 .ok_or(Denied("Invalid participant token"))?;
-            entry.chat.customer_access()?;
+            entry.chat.member(who)?;
             let cap = self.config.max_tokens_per_participant;
             let mut out = Connection {
                 socket: None,
@@ -371,6 +396,7 @@ impl Shared {
                     UrlRef {
                         contact_id: contact_id.clone(),
                         expires_at: Instant::now() + self.config.socket_url_ttl,
+                        who,
                     },
                 );
                 entry.url_tokens.push_back(url_token.clone());
@@ -393,6 +419,7 @@ impl Shared {
                         kind: TokenKind::Connection {
                             expires_at: Instant::now() + self.config.connection_token_ttl,
                         },
+                        who,
                     },
                 );
                 entry.conn_tokens.push_back(conn_token.clone());
@@ -404,10 +431,10 @@ impl Shared {
                 out.credentials =
                     Some((conn_token, format_after(self.config.connection_token_ttl)));
             }
-            (entry.chat.clone(), out)
+            (entry.chat.clone(), out, who)
         };
-        let (chat, out) = chat;
-        if connect {
+        let (chat, out, who) = chat;
+        if connect && who == CUSTOMER {
             chat.lock().customer_connected = true;
         }
         Ok(out)
@@ -415,8 +442,16 @@ impl Shared {
 
     /// The chat a connection token gives access to.
     pub fn authorize(&self, connection_token: Option<&str>) -> Result<Arc<Chat>, Denied> {
+        self.authorize_as(connection_token).map(|(chat, _)| chat)
+    }
+
+    /// The chat a connection token gives access to, and the participant it acts as.
+    pub fn authorize_as(
+        &self,
+        connection_token: Option<&str>,
+    ) -> Result<(Arc<Chat>, Member), Denied> {
         let token = connection_token.ok_or(Denied("Missing X-Amz-Bearer header"))?;
-        let chat = {
+        let (chat, who) = {
             let reg = lock(&self.registry);
             let tref = reg
                 .tokens
@@ -429,26 +464,114 @@ impl Shared {
                 }
                 TokenKind::Participant => return Err(Denied("Invalid connection token")),
             }
-            reg.chats
+            let chat = reg
+                .chats
                 .get(&tref.contact_id)
                 .map(|e| e.chat.clone())
-                .ok_or(Denied("Invalid connection token"))?
+                .ok_or(Denied("Invalid connection token"))?;
+            (chat, tref.who)
         };
-        chat.customer_access()?;
-        Ok(chat)
+        let member = chat.member(who)?;
+        Ok((chat, member))
     }
 
-    /// The chat a socket URL token opens, while the URL is valid and the chat lives.
-    pub fn socket_url_chat(&self, url_token: &str) -> Option<Arc<Chat>> {
+    /// The chat a socket URL token opens and the participant it is for, while the URL is
+    /// valid and the participant in the chat.
+    pub fn socket_url_chat(&self, url_token: &str) -> Option<(Arc<Chat>, Member)> {
         let reg = lock(&self.registry);
         let url = reg.socket_urls.get(url_token)?;
         if Instant::now() >= url.expires_at {
             return None;
         }
         let chat = reg.chats.get(&url.contact_id)?.chat.clone();
+        let who = url.who;
         drop(reg);
-        chat.customer_access().ok()?;
-        Some(chat)
+        let member = chat.member(who).ok()?;
+        Some((chat, member))
+    }
+
+    /// CreateParticipant: a custom bot joins the live chat `contact_id` of `instance_id`,
+    /// with its own participant token (the same bot again for a repeated ClientToken).
+    pub fn add_bot(
+        &self,
+        instance_id: &str,
+        contact_id: &str,
+        display_name: &str,
+        client_token: Option<&str>,
+    ) -> Result<AddedBot, AddBotError> {
+        let mut reg = lock(&self.registry);
+        let entry = reg
+            .chats
+            .get_mut(contact_id)
+            .filter(|e| e.chat.instance_id == instance_id)
+            .ok_or(AddBotError::NotFound)?;
+        let chat = entry.chat.clone();
+        let mut st = chat.lock();
+        if st.ended {
+            return Err(AddBotError::Ended);
+        }
+        if let Some(t) = client_token {
+            let known = st
+                .bots
+                .iter()
+                .position(|b| b.client_token.as_deref() == Some(t));
+            if let Some(i) = known {
+                return Ok(AddedBot {
+                    participant_id: st.bots[i].member.id.clone(),
+                    participant_token: entry.bot_tokens[i].clone(),
+                });
+            }
+        }
+        if st.bots.len() >= self.config.max_bots_per_chat {
+            return Err(AddBotError::Quota);
+        }
+        let member = Member {
+            id: uuid::Uuid::new_v4().to_string(),
+            display_name: display_name.to_owned(),
+            role: "CUSTOM_BOT",
+        };
+        let who = Who::try_from(st.bots.len() + 1).map_err(|_| AddBotError::Quota)?;
+        st.bots.push(Bot {
+            member: member.clone(),
+            client_token: client_token.map(str::to_owned),
+            left: false,
+        });
+        let participant_token = new_token();
+        entry.bot_tokens.push(participant_token.clone());
+        let joined = chat.event(ct::PARTICIPANT_JOINED, Some(&member));
+        self.commit(&chat, &mut st, joined, true);
+        drop(st);
+        reg.tokens.insert(
+            participant_token.clone(),
+            TokenRef {
+                contact_id: contact_id.to_owned(),
+                kind: TokenKind::Participant,
+                who,
+            },
+        );
+        Ok(AddedBot {
+            participant_id: member.id,
+            participant_token,
+        })
+    }
+
+    /// DisconnectParticipant by a bot: it leaves (participant.left), its sockets close once
+    /// their queues are written, and the chat goes on. False if it had left already.
+    pub fn bot_leave(&self, chat: &Chat, participant_id: &str) -> bool {
+        let mut st = chat.lock();
+        let Some(i) = st
+            .bots
+            .iter()
+            .position(|b| b.member.id == participant_id && !b.left)
+        else {
+            return false;
+        };
+        st.bots[i].left = true;
+        let member = st.bots[i].member.clone();
+        let left = chat.event(ct::PARTICIPANT_LEFT, Some(&member));
+        self.commit(chat, &mut st, left, true);
+        st.sockets.retain(|s| s.participant_id != participant_id);
+        true
     }
 
     pub fn expire_connection_tokens(&self, contact_id: Option<&str>) {
@@ -523,6 +646,9 @@ impl Shared {
                 };
                 if let Some(entry) = reg.chats.remove(&old) {
                     reg.tokens.remove(&entry.participant_token);
+                    for t in &entry.bot_tokens {
+                        reg.tokens.remove(t);
+                    }
                     for t in &entry.conn_tokens {
                         reg.tokens.remove(t);
                     }
@@ -540,10 +666,12 @@ impl Shared {
         }
     }
 
-    /// Register a socket for the customer of `chat`; None when the per-participant limit is hit.
+    /// Register a socket for the participant `member` of `chat`; None when the
+    /// per-participant limit is hit.
     pub fn register_socket(
         &self,
         chat: &Chat,
+        member: &Member,
     ) -> Option<(
         mpsc::Receiver<ChatFrame>,
         Arc<AtomicBool>,
@@ -557,7 +685,7 @@ impl Shared {
         let mine = st
             .sockets
             .iter()
-            .filter(|s| s.participant_id == chat.customer.id)
+            .filter(|s| s.participant_id == member.id)
             .count();
         if mine >= self.config.max_sockets_per_participant {
             return None;
@@ -566,7 +694,7 @@ impl Shared {
         let subscribed = Arc::new(AtomicBool::new(false));
         let kill = self.shutdown.child_token();
         st.sockets.push(SocketEntry {
-            participant_id: chat.customer.id.clone(),
+            participant_id: member.id.clone(),
             tx,
             subscribed: subscribed.clone(),
             kill: kill.clone(),

@@ -136,7 +136,7 @@ pub(super) async fn complete_attachment_upload(
     body: Bytes,
 ) -> Response {
     run(&shared, Operation::CompleteAttachmentUpload, || {
-        let chat = shared.authorize(bearer(&headers))?;
+        let (chat, sender) = shared.authorize_as(bearer(&headers))?;
         let req: CompleteAttachmentUploadRequest = parse(&body, ApiError::validation)?;
         let v = ApiError::validation;
         let ids = req.attachment_ids.unwrap_or_default();
@@ -172,7 +172,7 @@ pub(super) async fn complete_attachment_upload(
             (att.name.clone(), att.content_type.clone(), att.status)
         };
         let attachment_item = |status: &str| {
-            let mut item = chat.item("ATTACHMENT", &ct, None, Some(&chat.customer));
+            let mut item = chat.item("ATTACHMENT", &ct, None, Some(&sender));
             item.insert(
                 "Attachments".into(),
                 json!([{ "ContentType": ct, "AttachmentId": id, "AttachmentName": name, "Status": status }]),

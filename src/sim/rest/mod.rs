@@ -4,6 +4,7 @@
 //! answers with the SDK's shapes and error codes ([`wire`]).
 
 pub mod attachments;
+mod bots;
 pub mod connect;
 pub mod participant;
 mod push;
@@ -62,6 +63,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .layer(cors(&shared.config.approved_origins));
     Router::new()
         .route("/contact/chat", put(start_chat_contact))
+        .route(
+            "/contact/create-participant",
+            post(bots::create_participant),
+        )
         .route(
             "/push-notification/{instance_id}/registrations",
             put(push::create_push_notification_registration),

@@ -91,7 +91,7 @@ pub(super) async fn send_message(
     body: Bytes,
 ) -> Response {
     run(&shared, Operation::SendMessage, || {
-        let chat = shared.authorize(bearer(&headers))?;
+        let (chat, sender) = shared.authorize_as(bearer(&headers))?;
         let req: SendRequest = parse(&body, ApiError::validation)?;
         let ct =
             required("ContentType", &req.content_type, 1, 100).map_err(ApiError::validation)?;
@@ -134,7 +134,7 @@ pub(super) async fn send_message(
             if let Some((id, ms)) = client_token.and_then(|t| st.message_tokens.get(t)) {
                 return Ok(id_and_time(id, *ms));
             }
-            let msg = chat.item("MESSAGE", ct, Some(content), Some(&chat.customer));
+            let msg = chat.item("MESSAGE", ct, Some(content), Some(&sender));
             let pushed = shared.commit(&chat, &mut st, msg, true);
             if let Some(t) = client_token {
                 st.message_tokens
@@ -142,10 +142,13 @@ pub(super) async fn send_message(
             }
             pushed
         };
-        chat.notify_agent(AgentEvent::CustomerMessage {
-            id: pushed.id.clone(),
-            content: content.to_owned(),
-        });
+        // The scripted agent answers the customer; a bot's messages are only delivered.
+        if sender.id == chat.customer.id {
+            chat.notify_agent(AgentEvent::CustomerMessage {
+                id: pushed.id.clone(),
+                content: content.to_owned(),
+            });
+        }
         Ok(id_and_time(&pushed.id, pushed.abs_ms))
     })
 }
@@ -156,7 +159,7 @@ pub(super) async fn send_event(
     body: Bytes,
 ) -> Response {
     run(&shared, Operation::SendEvent, || {
-        let chat = shared.authorize(bearer(&headers))?;
+        let (chat, sender) = shared.authorize_as(bearer(&headers))?;
         let req: SendRequest = parse(&body, ApiError::validation)?;
         let ct =
             required("ContentType", &req.content_type, 1, 100).map_err(ApiError::validation)?;
@@ -210,12 +213,8 @@ pub(super) async fn send_event(
                         "messageId does not match a message of this chat",
                     ));
                 }
-                let receipt = chat.receipt(
-                    ct == content_type::READ,
-                    &message_id,
-                    &chat.customer,
-                    now_ms(),
-                );
+                let receipt =
+                    chat.receipt(ct == content_type::READ, &message_id, &sender, now_ms());
                 let p = shared.commit(&chat, &mut st, receipt, false);
                 (p.id, p.abs_ms)
             }
@@ -224,7 +223,7 @@ pub(super) async fn send_event(
                     "TYPING",
                     content_type::TYPING,
                     req.content.as_deref(),
-                    Some(&chat.customer),
+                    Some(&sender),
                 );
                 let p = shared.commit(&chat, &mut st, typing, false);
                 (p.id, p.abs_ms)
@@ -249,10 +248,16 @@ pub(super) async fn disconnect_participant(
     body: Bytes,
 ) -> Response {
     run(&shared, Operation::DisconnectParticipant, || {
-        let chat = shared.authorize(bearer(&headers))?;
+        let (chat, member) = shared.authorize_as(bearer(&headers))?;
         let req: ClientTokenOnly = parse(&body, ApiError::validation)?;
         optional("ClientToken", &req.client_token, 0, 500).map_err(ApiError::validation)?;
-        if !shared.end_chat(&chat, EndReason::Customer) {
+        // A custom bot leaves the chat; the customer leaving ends it.
+        let left = if member.id == chat.customer.id {
+            shared.end_chat(&chat, EndReason::Customer)
+        } else {
+            shared.bot_leave(&chat, &member.id)
+        };
+        if !left {
             return Err(ApiError::access_denied("The chat has ended"));
         }
         Ok(json!({}))

@@ -1,0 +1,115 @@
+//! AddBotParticipant: an internal service joins a live chat as a custom bot (Connect
+//! CreateParticipant, role CUSTOM_BOT). The bot gets a chat record and a session of its own,
+//! keyed by its contact and participant, so its socket is managed like the customer's: one
+//! per bot, shared by every stream of it, in cluster mode across the replicas.
+
+use super::*;
+use crate::api::validate::{check_contact_id, validate_add_bot};
+use crate::connect::content_type::TEXT_PLAIN;
+
+impl Gateway {
+    pub(super) async fn add_bot_inner(
+        &self,
+        request: Request<pb::AddBotParticipantRequest>,
+    ) -> Result<Response<pb::AddBotParticipantResponse>, Status> {
+        let principal = Principal::of(&request);
+        if !principal.adds_bots {
+            tracing::info!(principal = %principal.id, "AddBotParticipant refused: not a bot caller");
+            return Err(ApiError::BotsNotAllowed.into());
+        }
+        self.shared_rate(&principal).await?;
+        let req = request.into_inner();
+        check_contact_id("contact_id", &req.contact_id)?;
+        // A chat the gateway started: its own instance, and the content types its customer
+        // may send, which the bot may send too.
+        let customer = self
+            .sessions
+            .store()
+            .get(&req.contact_id)
+            .await
+            .map_err(ApiError::from)?;
+        if customer.as_ref().is_some_and(|c| c.ended) {
+            return Err(ApiError::from(SessionError::Ended).into());
+        }
+        let own_instance = customer.as_ref().map(|c| {
+            if c.instance_id.is_empty() {
+                self.defaults.instance_id.clone()
+            } else {
+                c.instance_id.clone()
+            }
+        });
+        let bot = validate_add_bot(req, own_instance, &self.defaults)?;
+        let settings = self.sessions.settings();
+        if self.sessions.live_count() >= settings.max_sessions {
+            return Err(
+                ApiError::from(SessionError::TooManySessions(settings.max_sessions)).into(),
+            );
+        }
+        self.sessions.store().ping().await.map_err(ApiError::from)?;
+        let slot = self.reserve_chat(&principal).await?;
+        let instance_id = if bot.instance_id == self.defaults.instance_id {
+            String::new()
+        } else {
+            bot.instance_id.clone()
+        };
+        let added = self
+            .sessions
+            .upstream()
+            .add_bot(bot)
+            .await
+            .map_err(|e| match e {
+                // CreateParticipant's conflict is the contact's state: it has ended.
+                UpstreamError::Conflict => ApiError::from(SessionError::Ended),
+                e => ApiError::from(e),
+            })?;
+        let chat_token = secret::new_chat_token();
+        let participant_token = added.participant_token.clone();
+        let record = match self
+            .sessions
+            .store()
+            .upsert(ChatRecord {
+                contact_id: added.contact_id.clone(),
+                participant_id: added.participant_id.clone(),
+                participant_token: added.participant_token,
+                chat_token_hashes: vec![TokenHash::of(chat_token.expose())],
+                content_types: customer
+                    .map(|c| c.content_types)
+                    .unwrap_or_else(|| vec![TEXT_PLAIN.to_owned()]),
+                started_at: SystemTime::now(),
+                ended: false,
+                owner: principal.id.clone(),
+                instance_id,
+                bot: true,
+            })
+            .await
+        {
+            Ok(record) => record,
+            Err(e) => {
+                // A bot nobody can serve would sit in the chat: take it out again.
+                self.end_untracked(added.contact_id, participant_token);
+                return Err(ApiError::from(e).into());
+            }
+        };
+        if record.owner != principal.id {
+            // A client token replayed by another caller names that caller's bot.
+            return Err(ApiError::PermissionDenied.into());
+        }
+        slot.commit(&record.key()).await?;
+        if !record.ended {
+            self.sessions.open(&record).map_err(ApiError::from)?;
+        }
+        tracing::info!(
+            contact_id = %record.contact_id,
+            participant_id = %record.participant_id,
+            principal = %principal.id,
+            "custom bot added to the chat"
+        );
+        Ok(Response::new(pb::AddBotParticipantResponse {
+            chat: Some(pb::ChatRef {
+                contact_id: record.contact_id,
+                chat_token: chat_token.expose().to_owned(),
+                participant_id: record.participant_id,
+            }),
+        }))
+    }
+}
