@@ -32,7 +32,7 @@ fn byte_at(i: usize) -> u8 {
 
 pub async fn run(cfg: &BenchConfig) -> Result<AttachmentReport> {
     let size = cfg.attachment_mb * 1024 * 1024;
-    let round = Round::start(cfg, false).await?;
+    let round = Round::start(cfg, 0, false).await?;
     let mut client: ChatGatewayClient<tonic::transport::Channel> = round.pool.client(0);
     let chat = client
         .start_chat(pb::StartChatRequest {

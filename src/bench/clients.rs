@@ -96,6 +96,7 @@ impl GatewayPool {
 /// A chat started through the gateway.
 pub struct GatewayChat {
     pub contact_id: String,
+    pub chat_token: String,
     /// StartChat's latency (the RPC alone).
     pub start: Duration,
     /// StartChat, then Subscribe until the stream reports the upstream socket connected.
@@ -136,7 +137,7 @@ pub async fn gateway_chat_via(
         .subscribe(pb::SubscribeRequest {
             chat: Some(pb::ChatRef {
                 contact_id: started.contact_id.clone(),
-                chat_token: started.chat_token,
+                chat_token: started.chat_token.clone(),
                 ..Default::default()
             }),
             resume_cursor: String::new(),
@@ -167,9 +168,40 @@ pub async fn gateway_chat_via(
         .spawn(receive_grpc(stream, recorder));
     Ok(GatewayChat {
         contact_id: started.contact_id,
+        chat_token: started.chat_token,
         start,
         ready,
     })
+}
+
+/// Another Subscribe stream of a chat, handed to a receiver task in `tasks` once it started.
+pub async fn subscribe_again(
+    mut client: ChatGatewayClient<Channel>,
+    chat: &GatewayChat,
+    recorder: Arc<Recorder>,
+    tasks: &Mutex<tokio::task::JoinSet<()>>,
+) -> Result<(), String> {
+    let mut stream = client
+        .subscribe(pb::SubscribeRequest {
+            chat: Some(pb::ChatRef {
+                contact_id: chat.contact_id.clone(),
+                chat_token: chat.chat_token.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| format!("Subscribe: {}", s.message()))?
+        .into_inner();
+    match stream.message().await {
+        Ok(Some(ev)) if matches!(ev.event, Some(Event::Started(_))) => {}
+        other => return Err(format!("Subscribe began with {other:?}")),
+    }
+    tasks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .spawn(receive_grpc(stream, recorder));
+    Ok(())
 }
 
 async fn receive_grpc(mut stream: Streaming<pb::ChatEvent>, recorder: Arc<Recorder>) {

@@ -82,7 +82,7 @@ pub async fn run(cfg: &BenchConfig, single: Option<&stats::Summary>) -> Result<C
     procs::wait_listening(redis_addr, "redis-server").await?;
     let redis_url = format!("redis://{redis_addr}");
 
-    let (sim, sim_addr, endpoint) = super::spawn_sim(cfg, total, false).await?;
+    let (sim, sim_addr, endpoint) = super::spawn_sim(cfg, 0, total, false).await?;
     let mut gateways = Vec::new();
     let mut pools = Vec::new();
     for _ in 0..REPLICAS {

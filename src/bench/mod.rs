@@ -10,6 +10,7 @@
 pub mod attachments;
 pub mod clients;
 pub mod cluster;
+pub mod instructions;
 pub mod procs;
 pub mod report;
 pub mod stats;
@@ -25,7 +26,9 @@ use tokio::task::JoinSet;
 
 use clients::{Direct, GatewayPool, Recorder};
 use procs::{CpuMark, Proc};
-use report::{CapacityReport, LatencyReport, Report, SetupReport, ThroughputReport};
+use report::{
+    CapacityReport, LatencyReport, ProcessCapacity, Report, SetupReport, ThroughputReport,
+};
 
 /// A failure that stops the bench.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,10 @@ pub struct BenchConfig {
     pub work_dir: PathBuf,
     /// Capacity: concurrent chats held idle, each with its socket and one Subscribe stream.
     pub chats: usize,
+    /// Capacity: most chats one gateway process (and one simulator process) holds; more are
+    /// spread over as many pairs of processes as they need. Bounded by the open-file limit:
+    /// each chat costs the gateway and the simulator one descriptor each.
+    pub chats_per_process: usize,
     /// Setup: chats started on each side (gateway and direct), also used for latency.
     pub setup_chats: usize,
     /// Chats being started at once during the capacity ramp.
@@ -81,6 +88,8 @@ pub struct BenchConfig {
     pub attachment_mb: usize,
     /// Run the attachment round only.
     pub attachments_only: bool,
+    /// Run the instruction-count round only (the gateway under valgrind's callgrind).
+    pub instructions_only: bool,
 }
 
 impl BenchConfig {
@@ -93,6 +102,7 @@ impl BenchConfig {
             work_dir: std::env::temp_dir()
                 .join(format!("connect-chat-bench-{}", std::process::id())),
             chats: 10_000,
+            chats_per_process: 18_000,
             setup_chats: 500,
             concurrency: 32,
             setup_concurrency: 1,
@@ -107,14 +117,39 @@ impl BenchConfig {
             cluster: cluster::available(),
             attachment_mb: 20,
             attachments_only: false,
+            instructions_only: false,
         }
     }
 }
 
 impl BenchConfig {
-    /// Streams and chats the gateway holds at most in a round (warm-up, setup, capacity).
-    fn total_chats(&self) -> usize {
-        self.chats + self.setup_chats + self.concurrency
+    /// Pairs of processes (a gateway and its simulator) the capacity chats are spread over.
+    pub fn processes(&self) -> usize {
+        self.chats.div_ceil(self.chats_per_process.max(1)).max(1)
+    }
+
+    /// Capacity chats of process `index` (the first ones take the remainder).
+    fn share(&self, index: usize) -> usize {
+        let p = self.processes();
+        self.chats / p + usize::from(index < self.chats % p)
+    }
+
+    /// Streams and chats a gateway holds at most in a round: the first one's warm-up, setup
+    /// and capacity share; the others' share.
+    fn total_chats(&self, index: usize) -> usize {
+        self.share(index)
+            + if index == 0 {
+                self.setup_chats + self.concurrency
+            } else {
+                0
+            }
+    }
+
+    /// Descriptors a process of the run needs at most: the first simulator holds the first
+    /// gateway's sockets and the direct baseline's (setup, warm-up), plus listeners, files
+    /// and the admin connections.
+    fn descriptors_needed(&self) -> u64 {
+        (self.total_chats(0) + self.setup_chats + self.concurrency) as u64 + 512
     }
 }
 
@@ -133,18 +168,33 @@ struct Round {
     endpoint: String,
 }
 
-/// Starts the simulator for `total` chats; answers it, its address and its endpoint URL.
+/// The loopback address of process pair `index`: each simulator listens on its own, so no
+/// one destination takes more sockets than the ephemeral ports give (127.0.0.0/8 is all
+/// loopback).
+fn shard_host(index: usize) -> String {
+    format!("127.0.0.{}", 1 + index % 250)
+}
+
+/// Where the simulator of pair `index` writes its CA certificate in the TLS round.
+fn ca_file(cfg: &BenchConfig, index: usize) -> PathBuf {
+    cfg.work_dir.join(format!("sim-ca-{index}.pem"))
+}
+
+/// Starts the simulator of pair `index` for `total` chats; answers it, its address and its
+/// endpoint URL.
 async fn spawn_sim(
     cfg: &BenchConfig,
+    index: usize,
     total: usize,
     tls: bool,
 ) -> Result<(Proc, SocketAddr, String)> {
-    let mut sim_args: Vec<String> = ["--bind", "127.0.0.1:0", "--silent", "--join-delay-ms", "0"]
+    let bind = format!("{}:0", shard_host(index));
+    let mut sim_args: Vec<String> = ["--bind", &bind, "--silent", "--join-delay-ms", "0"]
         .iter()
         .map(|s| s.to_string())
         .collect();
     sim_args.extend(["--max-chats".into(), (2 * total + 1000).to_string()]);
-    let ca_file = cfg.work_dir.join("sim-ca.pem");
+    let ca_file = ca_file(cfg, index);
     if tls {
         std::fs::create_dir_all(&cfg.work_dir)?;
         sim_args.extend([
@@ -200,10 +250,20 @@ fn gateway_args(cfg: &BenchConfig, endpoint: &str, listen: &str, total: usize) -
 }
 
 impl Round {
-    async fn start(cfg: &BenchConfig, tls: bool) -> Result<Self> {
-        let total = cfg.total_chats();
-        let (sim, sim_addr, endpoint) = spawn_sim(cfg, total, tls).await?;
-        let ca_file = cfg.work_dir.join("sim-ca.pem");
+    /// The first pair of processes of a round (setup, latency, throughput and a capacity
+    /// share), and the others the capacity chats need.
+    async fn start_all(cfg: &BenchConfig, tls: bool) -> Result<Vec<Self>> {
+        let mut rounds = Vec::new();
+        for index in 0..cfg.processes() {
+            rounds.push(Self::start(cfg, index, tls).await?);
+        }
+        Ok(rounds)
+    }
+
+    async fn start(cfg: &BenchConfig, index: usize, tls: bool) -> Result<Self> {
+        let total = cfg.total_chats(index);
+        let (sim, sim_addr, endpoint) = spawn_sim(cfg, index, total, tls).await?;
+        let ca_file = ca_file(cfg, index);
         let port = procs::free_port()?;
         let listen = format!("127.0.0.1:{port}");
         let mut gw_args = gateway_args(cfg, &endpoint, &listen, total);
@@ -228,6 +288,11 @@ impl Round {
         self.gateway.stop(Duration::from_secs(15)).await;
         self.sim.stop(Duration::from_secs(10)).await;
     }
+}
+
+/// Stops every pair of processes of a round, all at once.
+async fn stop_all(rounds: Vec<Round>) {
+    futures::future::join_all(rounds.into_iter().map(Round::stop)).await;
 }
 
 /// Start `n` gateway chats (stream numbers `first..first + n`) with `concurrency` at a time.
@@ -317,70 +382,193 @@ async fn settle(cfg: &BenchConfig) {
     tokio::time::sleep(Duration::from_secs_f64(cfg.settle_secs)).await;
 }
 
-/// Ramp `cfg.chats` chats into the round's gateway and hold them idle: memory and idle CPU.
+/// Readings of one pair of processes, taken before a capacity ramp.
+struct Before {
+    gateway_rss: u64,
+    sim_rss: u64,
+    gateway_fds: usize,
+    sim_fds: usize,
+    gateway_cpu: CpuMark,
+}
+
+/// Ramp `cfg.chats` chats into the round's gateways (spread over them, chat `i` to process
+/// `i % processes`) and hold them idle: memory, descriptors and idle CPU per process, and in
+/// total. `first` is the first free stream number of the first process.
 async fn capacity(
     cfg: &BenchConfig,
-    round: &Round,
+    rounds: &[Round],
     upstream: &str,
     first: usize,
     recorder: &Arc<Recorder>,
     tasks: &Mutex<JoinSet<()>>,
 ) -> (CapacityReport, Vec<String>) {
     settle(cfg).await;
-    let rss_before = procs::rss_bytes(round.gateway.pid).unwrap_or(0);
-    let sim_rss_before = procs::rss_bytes(round.sim.pid).unwrap_or(0);
-    eprintln!("bench: capacity ({upstream}): starting {} chats", cfg.chats);
-    let (ok, failed, wall) = start_gateway_chats(
-        &round.pool,
-        first,
-        cfg.chats,
-        cfg.concurrency,
-        recorder,
-        tasks,
-    )
-    .await;
-    settle(cfg).await;
-    let rss_after = procs::rss_bytes(round.gateway.pid).unwrap_or(0);
-    let sim_rss_after = procs::rss_bytes(round.sim.pid).unwrap_or(0);
+    let before: Vec<Before> = rounds
+        .iter()
+        .map(|r| Before {
+            gateway_rss: procs::rss_bytes(r.gateway.pid).unwrap_or(0),
+            sim_rss: procs::rss_bytes(r.sim.pid).unwrap_or(0),
+            gateway_fds: procs::open_fds(r.gateway.pid).unwrap_or(0),
+            sim_fds: procs::open_fds(r.sim.pid).unwrap_or(0),
+            gateway_cpu: CpuMark::now(r.gateway.pid),
+        })
+        .collect();
     eprintln!(
-        "bench: capacity ({upstream}): {} ready; idle for {} s",
-        ok.len(),
+        "bench: capacity ({upstream}): starting {} chats over {} gateway processes",
+        cfg.chats,
+        rounds.len()
+    );
+    let p = rounds.len();
+    let t0 = Instant::now();
+    let results: Vec<(usize, std::result::Result<clients::GatewayChat, String>)> =
+        futures::stream::iter(0..cfg.chats)
+            .map(|i| {
+                let shard = i % p;
+                let stream = i / p + if shard == 0 { first } else { 0 };
+                let client = rounds[shard].pool.client(stream);
+                let recorder = recorder.clone();
+                async move {
+                    let r = tokio::time::timeout(
+                        clients::SETUP_TIMEOUT,
+                        clients::gateway_chat(client, format!("bench {shard}-{stream}"), recorder, tasks),
+                    )
+                    .await
+                    .unwrap_or_else(|_| Err("setup timed out".into()));
+                    (shard, r)
+                }
+            })
+            .buffer_unordered(cfg.concurrency.max(1))
+            .collect()
+            .await;
+    let wall = t0.elapsed();
+    let ramp_cpu: Vec<f64> = rounds
+        .iter()
+        .zip(&before)
+        .map(|(r, b)| b.gateway_cpu.since(r.gateway.pid).0)
+        .collect();
+    let mut ok: Vec<Vec<clients::GatewayChat>> = (0..p).map(|_| Vec::new()).collect();
+    let mut failed: Vec<Vec<String>> = vec![Vec::new(); p];
+    for (shard, r) in results {
+        match r {
+            Ok(c) => ok[shard].push(c),
+            Err(e) => failed[shard].push(e),
+        }
+    }
+    settle(cfg).await;
+    let after: Vec<(u64, u64, usize, usize)> = rounds
+        .iter()
+        .map(|r| {
+            (
+                procs::rss_bytes(r.gateway.pid).unwrap_or(0),
+                procs::rss_bytes(r.sim.pid).unwrap_or(0),
+                procs::open_fds(r.gateway.pid).unwrap_or(0),
+                procs::open_fds(r.sim.pid).unwrap_or(0),
+            )
+        })
+        .collect();
+    let ready_total: usize = ok.iter().map(Vec::len).sum();
+    eprintln!(
+        "bench: capacity ({upstream}): {ready_total} ready; idle for {} s",
         cfg.idle_secs
     );
-    let gw_mark = CpuMark::now(round.gateway.pid);
-    let sim_mark = CpuMark::now(round.sim.pid);
+    let marks: Vec<(CpuMark, CpuMark)> = rounds
+        .iter()
+        .map(|r| (CpuMark::now(r.gateway.pid), CpuMark::now(r.sim.pid)))
+        .collect();
     tokio::time::sleep(Duration::from_secs_f64(cfg.idle_secs)).await;
-    let (_, gw_idle) = gw_mark.since(round.gateway.pid);
-    let (_, sim_idle) = sim_mark.since(round.sim.pid);
-    let n = ok.len().max(1) as f64;
-    let ready = stats::summarize(ok.iter().map(|c| nanos(c.ready)).collect());
+    let idle: Vec<(f64, f64)> = rounds
+        .iter()
+        .zip(&marks)
+        .map(|(r, (g, s))| (g.since(r.gateway.pid).1, s.since(r.sim.pid).1))
+        .collect();
+    let per_chat = |grown: f64, n: usize| grown / n.max(1) as f64;
+    let per_process: Vec<ProcessCapacity> = (0..p)
+        .map(|i| {
+            let n = ok[i].len();
+            let (g_rss, s_rss, g_fds, s_fds) = after[i];
+            ProcessCapacity {
+                chats: n,
+                failed: failed[i].len(),
+                gateway_rss_before: before[i].gateway_rss,
+                gateway_rss_after: g_rss,
+                gateway_kib_per_chat: per_chat(
+                    g_rss as f64 - before[i].gateway_rss as f64,
+                    n,
+                ) / 1024.0,
+                gateway_fds_per_chat: per_chat(
+                    g_fds as f64 - before[i].gateway_fds as f64,
+                    n,
+                ),
+                gateway_fds: g_fds,
+                gateway_idle_cores: idle[i].0,
+                gateway_cpu_us_per_start: per_chat(ramp_cpu[i] * 1e6, n),
+                sim_kib_per_chat: per_chat(s_rss as f64 - before[i].sim_rss as f64, n) / 1024.0,
+                sim_fds_per_chat: per_chat(s_fds as f64 - before[i].sim_fds as f64, n),
+                sim_idle_cores: idle[i].1,
+            }
+        })
+        .collect();
+    let all_ok: Vec<&clients::GatewayChat> = ok.iter().flatten().collect();
+    let all_failed: Vec<String> = failed.iter().flatten().cloned().collect();
+    let grown = |f: &dyn Fn(&ProcessCapacity) -> f64| per_process.iter().map(f).sum::<f64>();
+    let gateway_grown = grown(&|c| c.gateway_rss_after as f64 - c.gateway_rss_before as f64);
+    let sim_grown: f64 = (0..p)
+        .map(|i| after[i].1 as f64 - before[i].sim_rss as f64)
+        .sum();
+    let ready = stats::summarize(all_ok.iter().map(|c| nanos(c.ready)).collect());
     let report = CapacityReport {
         upstream: upstream.to_owned(),
-        chats: ok.len(),
-        failed: failed.len(),
-        first_error: first_error(&failed),
+        processes: p,
+        chats: all_ok.len(),
+        failed: all_failed.len(),
+        first_error: first_error(&all_failed),
         ramp_secs: wall.as_secs_f64(),
-        ramp_chats_per_s: ok.len() as f64 / wall.as_secs_f64().max(1e-9),
+        ramp_chats_per_s: all_ok.len() as f64 / wall.as_secs_f64().max(1e-9),
         ramp_ready: ready,
-        gateway_rss_before: rss_before,
-        gateway_rss_after: rss_after,
-        gateway_kib_per_chat: (rss_after as f64 - rss_before as f64) / n / 1024.0,
-        gateway_idle_cores: gw_idle,
-        sim_kib_per_chat: (sim_rss_after as f64 - sim_rss_before as f64) / n / 1024.0,
-        sim_idle_cores: sim_idle,
+        gateway_rss_before: per_process.iter().map(|c| c.gateway_rss_before).sum(),
+        gateway_rss_after: per_process.iter().map(|c| c.gateway_rss_after).sum(),
+        gateway_kib_per_chat: per_chat(gateway_grown, all_ok.len()) / 1024.0,
+        gateway_fds_per_chat: per_chat(
+            grown(&|c| c.gateway_fds_per_chat * c.chats as f64),
+            all_ok.len(),
+        ),
+        gateway_idle_cores: grown(&|c| c.gateway_idle_cores),
+        gateway_cpu_us_per_start: per_chat(ramp_cpu.iter().sum::<f64>() * 1e6, all_ok.len()),
+        sim_kib_per_chat: per_chat(sim_grown, all_ok.len()) / 1024.0,
+        sim_idle_cores: grown(&|c| c.sim_idle_cores),
         streams_ended: recorder.ended.load(Ordering::Relaxed),
+        per_process,
     };
-    (report, ok.into_iter().map(|c| c.contact_id).collect())
+    // The first process's chats: the throughput round loads them through its simulator.
+    let first_ids = ok
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.contact_id)
+        .collect();
+    (report, first_ids)
 }
 
 /// Run the whole bench.
 pub async fn run(cfg: &BenchConfig) -> Result<Report> {
     let nofile = procs::raise_nofile();
-    let needed = (cfg.chats + 2 * cfg.setup_chats) as u64 + 1000;
-    if nofile < needed {
-        eprintln!(
-            "bench: warning: the open-file limit is {nofile}, below the ~{needed} this size needs"
-        );
+    let needed = cfg.descriptors_needed();
+    if !cfg.attachments_only && nofile < needed {
+        return Err(BenchError(format!(
+            "the open-file limit is {nofile} per process, and a process of this run needs about \
+             {needed} ({} chats per gateway process, one descriptor each in the gateway and in \
+             the simulator, plus the setup round's): lower --chats-per-process, or raise the \
+             limit (ulimit -n, or LimitNOFILE= for a service)",
+            cfg.total_chats(0)
+        )));
+    }
+    if cfg.processes() > 250 {
+        return Err(BenchError(format!(
+            "{} processes of each kind are more than this bench spreads over loopback addresses; \
+             raise --chats-per-process",
+            cfg.processes()
+        )));
     }
     for bin in [&cfg.sim_bin, &cfg.gateway_bin] {
         if !bin.exists() {
@@ -392,6 +580,13 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
     }
     let mut report = Report::new(cfg, nofile);
     report.machine.load_average_before = procs::load_average();
+    if cfg.instructions_only {
+        eprintln!("bench: instruction-count round (callgrind)");
+        report.instructions = Some(instructions::run(cfg).await?);
+        report.machine.load_average_after = procs::load_average();
+        report.check_targets();
+        return Ok(report);
+    }
     if cfg.attachments_only {
         eprintln!("bench: attachment round: {} MB", cfg.attachment_mb);
         report.attachment = Some(attachments::run(cfg).await?);
@@ -402,7 +597,8 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
 
     // Round 1: plain sockets. Setup and latency side by side, then capacity and throughput.
     eprintln!("bench: round 1 (ws://): starting the simulator and the gateway");
-    let round = Round::start(cfg, false).await?;
+    let rounds = Round::start_all(cfg, false).await?;
+    let round = &rounds[0];
     let direct = Direct::new(&round.endpoint).await;
     let gw_rec = Arc::new(Recorder::default());
     let direct_rec = Arc::new(Recorder::default());
@@ -489,7 +685,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
 
     let cap_rec = Arc::new(Recorder::default());
     let cap_tasks = Mutex::new(JoinSet::new());
-    let (cap, cap_ids) = capacity(cfg, &round, "ws", next_stream, &cap_rec, &cap_tasks).await;
+    let (cap, cap_ids) = capacity(cfg, &rounds, "ws", next_stream, &cap_rec, &cap_tasks).await;
     report.capacity.push(cap);
 
     eprintln!(
@@ -532,11 +728,12 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
     ));
     drop(gw_tasks);
     drop(cap_tasks);
-    round.stop().await;
+    stop_all(rounds).await;
 
     if cfg.tls {
         eprintln!("bench: round 2 (wss://): starting the simulator and the gateway");
-        let round = Round::start(cfg, true).await?;
+        let rounds = Round::start_all(cfg, true).await?;
+        let round = &rounds[0];
         let rec = Arc::new(Recorder::default());
         let tasks = Mutex::new(JoinSet::new());
         // The same warm-up as round 1 had before its capacity ramp.
@@ -556,7 +753,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
         let cap_tasks = Mutex::new(JoinSet::new());
         let (cap, _) = capacity(
             cfg,
-            &round,
+            &rounds,
             "wss",
             warm + cfg.setup_chats,
             &cap_rec,
@@ -566,7 +763,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
         report.capacity.push(cap);
         drop(tasks);
         drop(cap_tasks);
-        round.stop().await;
+        stop_all(rounds).await;
         let _ = std::fs::remove_dir_all(&cfg.work_dir);
     }
     if cfg.cluster {

@@ -44,6 +44,11 @@ fn clock_ticks() -> f64 {
     }
 }
 
+/// Open descriptors of a process (the entries of `/proc/PID/fd`).
+pub fn open_fds(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
 /// Resident memory of a process (`VmRSS`), bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

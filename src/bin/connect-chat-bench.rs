@@ -17,6 +17,11 @@ struct Args {
     /// Capacity: concurrent chats held idle (each with its socket and one Subscribe stream).
     #[arg(long, default_value_t = 10_000)]
     chats: usize,
+    /// Capacity: most chats per gateway process (and per simulator process); more are spread
+    /// over as many processes as they need. Each chat costs a gateway and a simulator one
+    /// open file each, so this stays under the open-file limit.
+    #[arg(long, default_value_t = 18_000, value_parser = clap::value_parser!(u64).range(1..))]
+    chats_per_process: u64,
     /// Setup and latency: chats started on each side (gateway and direct).
     #[arg(long, default_value_t = 500)]
     setup_chats: usize,
@@ -55,6 +60,11 @@ struct Args {
     /// Run the attachment round only.
     #[arg(long)]
     attachments_only: bool,
+    /// Run the instruction-count round only: the gateway under valgrind's callgrind (which
+    /// must be installed), instructions per delivered event with one and two subscribers per
+    /// chat; a figure the machine's noise does not move.
+    #[arg(long)]
+    instructions: bool,
     /// Subscribe streams per gRPC connection.
     #[arg(long, default_value_t = 100)]
     streams_per_connection: usize,
@@ -74,6 +84,7 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     let mut cfg = BenchConfig::new();
     cfg.chats = args.chats;
+    cfg.chats_per_process = args.chats_per_process as usize;
     cfg.setup_chats = args.setup_chats.max(1);
     cfg.concurrency = args.concurrency.max(1);
     cfg.setup_concurrency = args.setup_concurrency.max(1);
@@ -87,6 +98,7 @@ async fn main() -> ExitCode {
     cfg.streams_per_connection = args.streams_per_connection;
     cfg.attachment_mb = args.attachment_mb as usize;
     cfg.attachments_only = args.attachments_only && args.attachment_mb > 0;
+    cfg.instructions_only = args.instructions;
     if let Some(p) = args.sim_bin {
         cfg.sim_bin = p;
     }

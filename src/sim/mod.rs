@@ -75,7 +75,7 @@ impl Simulator {
         let listener = tokio::net::TcpListener::bind(config.bind).await?;
         let local_addr = listener.local_addr()?;
         let tls = if config.tls {
-            let certs = tls::generate()?;
+            let certs = tls::generate(config.bind.ip())?;
             let tls_listener =
                 tokio::net::TcpListener::bind(SocketAddr::new(config.bind.ip(), 0)).await?;
             if config.socket_base_url.is_none() {

@@ -31,8 +31,9 @@ fn io_err(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
-/// Generate a CA and a server certificate for `127.0.0.1`, `::1` and `localhost`.
-pub fn generate() -> std::io::Result<Certs> {
+/// Generate a CA and a server certificate for `127.0.0.1`, `::1`, `localhost` and the
+/// address the simulator listens on (another loopback address, say).
+pub fn generate(listen: std::net::IpAddr) -> std::io::Result<Certs> {
     use rcgen::{
         BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
         KeyUsagePurpose,
@@ -46,12 +47,15 @@ pub fn generate() -> std::io::Result<Certs> {
     let ca_key = KeyPair::generate().map_err(io_err)?;
     let ca = CertifiedIssuer::self_signed(ca_params, ca_key).map_err(io_err)?;
 
-    let mut leaf_params = CertificateParams::new(vec![
+    let mut names = vec![
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
         "localhost".to_owned(),
-    ])
-    .map_err(io_err)?;
+    ];
+    if !listen.is_unspecified() && !names.contains(&listen.to_string()) {
+        names.push(listen.to_string());
+    }
+    let mut leaf_params = CertificateParams::new(names).map_err(io_err)?;
     leaf_params
         .distinguished_name
         .push(DnType::CommonName, "connect-sim");

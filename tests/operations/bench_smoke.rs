@@ -12,6 +12,8 @@ async fn the_bench_runs_every_phase_at_a_tiny_size() {
     cfg.gateway_bin = PathBuf::from(env!("CARGO_BIN_EXE_connect-chat-gateway"));
     cfg.work_dir = std::env::temp_dir().join(format!("ccg-bench-smoke-{}", std::process::id()));
     cfg.chats = 20;
+    // Spread over three gateway processes, as a run of 100,000 chats is.
+    cfg.chats_per_process = 8;
     cfg.setup_chats = 8;
     cfg.concurrency = 4;
     cfg.latency_rate = 100.0;
@@ -32,6 +34,17 @@ async fn the_bench_runs_every_phase_at_a_tiny_size() {
     for c in &report.capacity {
         assert_eq!((c.chats, c.failed, c.streams_ended), (20, 0, 0), "{c:?}");
         assert!(c.gateway_rss_after > 0);
+        assert_eq!(c.processes, 3);
+        let held: Vec<usize> = c.per_process.iter().map(|p| p.chats).collect();
+        assert_eq!(held, [7, 7, 6], "{c:?}");
+        // Each chat holds one upstream socket in its gateway and one in its simulator.
+        for p in &c.per_process {
+            assert!(
+                (0.5..=1.5).contains(&p.gateway_fds_per_chat)
+                    && (0.5..=1.5).contains(&p.sim_fds_per_chat),
+                "{p:?}"
+            );
+        }
     }
     assert_eq!(report.capacity[1].upstream, "wss");
     let t = report.throughput.as_ref().expect("throughput figures");

@@ -73,6 +73,27 @@ async fn a_client_trusting_the_ca_subscribes_over_wss() {
 }
 
 #[tokio::test]
+async fn the_certificate_names_another_loopback_address_the_simulator_listens_on() {
+    let mut config = tls_config();
+    config.bind = "127.0.0.7:0".parse().unwrap();
+    let env = start(config).await;
+    assert!(env.sim.socket_endpoint().starts_with("wss://127.0.0.7:"));
+    let ca = write_ca(env.sim.ca_pem().expect("a CA in TLS mode"), "other-loopback");
+    let chat = env.chat().await;
+    let tls =
+        connect_chat_gateway::security::tls::socket_client_config(Some(&ca)).expect("CA loads");
+    tokio_tungstenite::connect_async_tls_with_config(
+        chat.socket_url.as_str(),
+        None,
+        true,
+        Some(Connector::Rustls(tls)),
+    )
+    .await
+    .expect("the certificate is valid for the listen address");
+    env.sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_client_without_the_ca_is_refused() {
     let env = start(tls_config()).await;
     let chat = env.chat().await;

@@ -1,0 +1,165 @@
+//! The instruction count of the gateway's event path: the gateway runs under valgrind's
+//! callgrind, which counts the instructions it executes (not time), so the figure is the same
+//! from run to run whatever else the machine does. The counters are zeroed once the chats are
+//! ready and dumped once the load's every event was delivered: what they hold is the cost of
+//! delivering those events (and of the few heartbeats in the window). The round runs twice,
+//! with one and with two Subscribe streams per chat, for the cost of each extra subscriber.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::task::JoinSet;
+
+use super::clients::{self, GatewayPool, Recorder};
+use super::procs::{self, Proc};
+use super::report::InstructionsReport;
+use super::{gateway_args, spawn_sim, BenchConfig, BenchError, Result};
+
+/// Chats of the round: enough for the fan-out to be the gateway's usual per-chat work, few
+/// enough to start quickly under valgrind.
+const CHATS: usize = 100;
+/// Agent messages pushed, at a rate valgrind's gateway keeps up with.
+const EVENTS: u64 = 10_000;
+const RATE: f64 = 2_000.0;
+
+/// Runs `callgrind_control` with `arg` for the process `pid`.
+async fn control(arg: &str, pid: u32) -> Result<()> {
+    let status = tokio::process::Command::new("callgrind_control")
+        .args([arg, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .map_err(|e| BenchError(format!("callgrind_control (part of valgrind): {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(BenchError(format!("callgrind_control {arg} {pid}: {status}")))
+    }
+}
+
+/// The instructions (`Ir`) in the newest of callgrind's dumps under `dir`.
+fn dumped_instructions(dir: &Path) -> Result<u64> {
+    let mut newest: Option<(std::time::SystemTime, std::path::PathBuf)> = None;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("callgrind.out") {
+            continue;
+        }
+        let modified = entry.metadata()?.modified()?;
+        if newest.as_ref().is_none_or(|(t, _)| modified > *t) {
+            newest = Some((modified, entry.path()));
+        }
+    }
+    let (_, path) = newest.ok_or_else(|| BenchError("callgrind wrote no dump".into()))?;
+    let text = std::fs::read_to_string(&path)?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| BenchError(format!("no instruction total in {}", path.display())))
+}
+
+/// One measurement: `subscribers` streams per chat, the counters zeroed, the load pushed and
+/// delivered, the counters dumped. Answers the instructions and the events pushed.
+async fn measure(
+    gateway: &Proc,
+    sim_addr: std::net::SocketAddr,
+    dump_dir: &Path,
+    ids: &[String],
+    recorder: &Recorder,
+    subscribers: u64,
+) -> Result<(u64, u64)> {
+    control("-z", gateway.pid).await?;
+    let before = recorder.messages.load(Ordering::Relaxed);
+    let load = clients::sim_load(sim_addr, RATE, EVENTS as f64 / RATE, ids, false).await?;
+    let pushed = load["pushed"].as_u64().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while recorder.messages.load(Ordering::Relaxed) - before < pushed * subscribers {
+        if Instant::now() > deadline {
+            return Err(BenchError(format!(
+                "{} of {} events delivered within two minutes",
+                recorder.messages.load(Ordering::Relaxed) - before,
+                pushed * subscribers
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    control("-d", gateway.pid).await?;
+    // callgrind writes the dump before it answers; give the file system a moment anyway.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok((dumped_instructions(dump_dir)?, pushed))
+}
+
+pub async fn run(cfg: &BenchConfig) -> Result<InstructionsReport> {
+    let dump_dir = cfg.work_dir.join("callgrind");
+    std::fs::create_dir_all(&dump_dir)?;
+    let (sim, sim_addr, endpoint) = spawn_sim(cfg, 0, CHATS * 2, false).await?;
+    let port = procs::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let mut args: Vec<String> = vec![
+        "--tool=callgrind".into(),
+        format!("--callgrind-out-file={}/callgrind.out.%p", dump_dir.display()),
+        cfg.gateway_bin.display().to_string(),
+    ];
+    args.extend(gateway_args(cfg, &endpoint, &listen, CHATS * 2));
+    let (gateway, out) = Proc::spawn("connect-chat-gateway (callgrind)", Path::new("valgrind"), &args)?;
+    procs::forward("connect-chat-gateway (callgrind)", out);
+    let addr: std::net::SocketAddr = listen.parse().map_err(|e| BenchError(format!("{e}")))?;
+    // Valgrind starts a program tens of times slower.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while procs::wait_listening(addr, "the gateway under valgrind").await.is_err() {
+        if Instant::now() > deadline {
+            return Err(BenchError("the gateway under valgrind did not listen".into()));
+        }
+    }
+    let pool = GatewayPool::connect(addr, CHATS * 2, cfg.streams_per_connection).await?;
+    let recorder = Arc::new(Recorder::default());
+    let tasks = Mutex::new(JoinSet::new());
+    let started: Vec<_> = futures::stream::iter(0..CHATS)
+        .map(|i| {
+            let client = pool.client(i);
+            let recorder = recorder.clone();
+            let tasks = &tasks;
+            async move {
+                clients::gateway_chat(client, format!("callgrind {i}"), recorder, tasks).await
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let chats: Vec<clients::GatewayChat> = started
+        .into_iter()
+        .collect::<std::result::Result<_, String>>()
+        .map_err(|e| BenchError(format!("callgrind round setup: {e}")))?;
+    let ids: Vec<String> = chats.iter().map(|c| c.contact_id.clone()).collect();
+    eprintln!("bench: instructions: {CHATS} chats ready under callgrind; one subscriber each");
+    let (one, pushed_one) = measure(&gateway, sim_addr, &dump_dir, &ids, &recorder, 1).await?;
+    for (i, chat) in chats.iter().enumerate() {
+        clients::subscribe_again(pool.client(CHATS + i), chat, recorder.clone(), &tasks)
+            .await
+            .map_err(|e| BenchError(format!("second subscriber: {e}")))?;
+    }
+    eprintln!("bench: instructions: a second subscriber each");
+    let (two, pushed_two) = measure(&gateway, sim_addr, &dump_dir, &ids, &recorder, 2).await?;
+    let ended = recorder.ended.load(Ordering::Relaxed);
+    drop(tasks);
+    gateway.stop(Duration::from_secs(30)).await;
+    sim.stop(Duration::from_secs(10)).await;
+    let per_event = |ir: u64, n: u64| ir as f64 / n.max(1) as f64;
+    let one_per_event = per_event(one, pushed_one);
+    let two_per_event = per_event(two, pushed_two);
+    Ok(InstructionsReport {
+        chats: CHATS,
+        events: pushed_one,
+        instructions_per_event: one_per_event,
+        instructions_per_event_two_subscribers: two_per_event,
+        extra_subscriber_instructions_per_event: two_per_event - one_per_event,
+        streams_ended: ended,
+    })
+}
