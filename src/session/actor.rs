@@ -22,7 +22,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use super::signal::Receiver;
+use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
@@ -83,7 +84,7 @@ pub(super) async fn run(
     session: Arc<Session>,
     upstream: &Connect,
     settings: &SessionSettings,
-    refresh_requests: &mut mpsc::Receiver<RefreshRequest>,
+    refresh_requests: &mut Receiver<RefreshRequest>,
     owner: Option<(Owner, CancellationToken)>,
 ) -> Outcome {
     let span = tracing::info_span!("chat", contact_id = %session.key);
@@ -179,8 +180,8 @@ async fn open_socket(
 }
 
 /// Answers the calls that asked for a token while the chat ended.
-fn answer_waiters_ended(requests: &mut mpsc::Receiver<RefreshRequest>) {
-    while let Ok(req) = requests.try_recv() {
+fn answer_waiters_ended(requests: &mut Receiver<RefreshRequest>) {
+    while let Some(req) = requests.try_recv() {
         let _ = req.reply.send(Err(SessionError::Ended));
     }
 }
@@ -196,7 +197,7 @@ async fn in_flight<F: Future + Unpin>(slot: &mut Option<F>) -> F::Output {
 impl Actor<'_> {
     /// `requests`: calls asking for a token to replace one Connect refused (a parameter, not a
     /// field, so that the pump can wait on it while it borrows the actor).
-    async fn run(&mut self, requests: &mut mpsc::Receiver<RefreshRequest>) -> Outcome {
+    async fn run(&mut self, requests: &mut Receiver<RefreshRequest>) -> Outcome {
         let mut failures: u32 = 0;
         if self.owner.is_some() && self.session.info().upstream == super::Upstream::Connected {
             // Taking over from an owner whose socket is gone.
@@ -219,7 +220,7 @@ impl Actor<'_> {
                 Ok(ws) => {
                     failures = 0;
                     self.set_upstream(pb::UpstreamState::Connected).await;
-                    self.session.ready.send_replace(true);
+                    self.session.ready.set(true);
                     tracing::debug!("upstream socket connected");
                     self.pump(ws, requests).await
                 }
@@ -351,7 +352,7 @@ impl Actor<'_> {
             // session's task, cluster mode or not.
             Box::pin(share_token(owner, &self.stop, &self.session.key, &c)).await;
         }
-        self.session.token.send_replace(Some(c.connection_token));
+        self.session.token.set(Some(c.connection_token));
     }
 
     /// A backfill that survives an expired or revoked connection token: the token is
@@ -436,7 +437,7 @@ impl Actor<'_> {
         async move { upstream.create_connection(&participant_token, false).await }.boxed()
     }
 
-    async fn pump(&mut self, mut ws: Ws, requests: &mut mpsc::Receiver<RefreshRequest>) -> Stop {
+    async fn pump(&mut self, mut ws: Ws, requests: &mut Receiver<RefreshRequest>) -> Stop {
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut awaiting_heartbeat = false;

@@ -15,7 +15,8 @@ use rand::Rng;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use super::signal::Receiver;
+use tokio::sync::oneshot;
 
 /// Entries read from the log per call while catching up.
 const PAGE: usize = 512;
@@ -100,7 +101,7 @@ async fn load_token(session: &Session) {
     }
     match link.cluster.token(&session.key).await {
         Ok(Some(t)) => {
-            session.token.send_replace(Some(t));
+            session.token.set(Some(t));
         }
         Ok(None) => {}
         Err(e) => tracing::debug!(error = %e, "reading the chat's connection token failed"),
@@ -122,7 +123,7 @@ pub(super) async fn run(
     session: Arc<Session>,
     upstream: &Connect,
     settings: &SessionSettings,
-    requests: &mut mpsc::Receiver<RefreshRequest>,
+    requests: &mut Receiver<RefreshRequest>,
 ) -> Outcome {
     let Some(link) = &session.link else {
         return actor::run(session.clone(), upstream, settings, requests, None).await;
@@ -150,7 +151,7 @@ async fn follow_and_own(
     session: &Arc<Session>,
     upstream: &Connect,
     settings: &SessionSettings,
-    requests: &mut mpsc::Receiver<RefreshRequest>,
+    requests: &mut Receiver<RefreshRequest>,
 ) -> Outcome {
     let Some(link) = &session.link else {
         return Outcome::Stopped;
@@ -176,7 +177,7 @@ async fn follow_and_own(
         }
     }
     load_token(session).await;
-    session.ready.send_replace(true);
+    session.ready.set(true);
     loop {
         if session.cancel.is_cancelled() {
             return Outcome::Stopped;
@@ -247,7 +248,7 @@ async fn own(
     session: &Arc<Session>,
     upstream: &Connect,
     settings: &SessionSettings,
-    requests: &mut mpsc::Receiver<RefreshRequest>,
+    requests: &mut Receiver<RefreshRequest>,
     lease: crate::cluster::Lease,
 ) -> Outcome {
     let Some(link) = &session.link else {

@@ -7,6 +7,7 @@ pub mod backfill;
 pub mod cursor;
 pub mod fanout;
 mod member;
+mod signal;
 mod token;
 
 use crate::cluster::{Cluster, Entry, LogId, Published};
@@ -23,7 +24,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -178,14 +179,14 @@ pub struct Session {
     state: Mutex<State>,
     /// The current connection token for participant calls; `None` until the first
     /// CreateParticipantConnection succeeds. Callers wait on it.
-    token: watch::Sender<Option<Secret>>,
+    token: signal::Latest<Option<Secret>>,
     /// Calls whose token Connect refused ask the actor for a new one here (bounded by
     /// `SessionSettings::token_waiters`); the actor makes one CreateParticipantConnection
     /// for all of them.
-    refresh: mpsc::Sender<token::RefreshRequest>,
+    refresh: signal::Sender<token::RefreshRequest>,
     /// Turns true once the first connection and its backfill are done (or the session
     /// stopped): from then on the history holds the transcript's tail.
-    ready: watch::Sender<bool>,
+    ready: signal::Latest<bool>,
     /// Stops the actor (drain, idle, chat end).
     cancel: CancellationToken,
     /// Set by EndChat: the actor waits a grace period for Connect's chat-ended item.
@@ -290,9 +291,9 @@ impl Session {
 
     /// Waits, at most `wait`, until the session has connected once and backfilled.
     pub async fn wait_ready(&self, wait: Duration) -> bool {
-        let mut rx = self.ready.subscribe();
-        let ready = tokio::time::timeout(wait, rx.wait_for(|r| *r)).await;
-        matches!(ready, Ok(Ok(_)))
+        tokio::time::timeout(wait, self.ready.wait_for(|r| *r))
+            .await
+            .is_ok()
     }
 
     /// Registers a subscriber. With a cursor, the backlog holds what came after it; a cursor
@@ -522,7 +523,7 @@ impl Session {
         if let Some(fanout) = self.lock().events.take() {
             fanout.close();
         }
-        self.ready.send_replace(true);
+        self.ready.set(true);
     }
 }
 
@@ -676,7 +677,7 @@ impl Sessions {
             ));
         }
         let events = Fanout::new(self.inner.settings.subscriber_queue);
-        let (refresh, refresh_requests) = mpsc::channel(self.inner.settings.token_waiters.max(1));
+        let (refresh, refresh_requests) = signal::queue(self.inner.settings.token_waiters.max(1));
         let session = Arc::new(Session {
             key: key.into_owned(),
             participant_id: record.participant_id.clone(),
@@ -693,9 +694,9 @@ impl Sessions {
                 applied: None,
                 pending: Vec::new(),
             }),
-            token: watch::Sender::new(None),
+            token: signal::Latest::new(None),
             refresh,
-            ready: watch::Sender::new(false),
+            ready: signal::Latest::new(false),
             cancel: self.inner.shutdown.child_token(),
             ending: CancellationToken::new(),
             subscribers: AtomicUsize::new(0),

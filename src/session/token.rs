@@ -19,9 +19,8 @@ impl Session {
     /// The current connection token, waiting up to `wait` for the first one.
     pub async fn connection_token(&self, wait: Duration) -> Result<Secret, SessionError> {
         self.touch();
-        let mut rx = self.token.subscribe();
         if let Some(link) = &self.link {
-            if rx.borrow().is_none() && !link.owner.load(std::sync::atomic::Ordering::Relaxed) {
+            if self.token.with(Option::is_none) && !link.owner.load(std::sync::atomic::Ordering::Relaxed) {
                 // No shared token yet (or its key was lost): ask the owner to share it.
                 if let Err(e) = link
                     .cluster
@@ -32,9 +31,9 @@ impl Session {
                 }
             }
         }
-        let res = tokio::time::timeout(wait, rx.wait_for(|t| t.is_some())).await;
+        let res = tokio::time::timeout(wait, self.token.wait_for(|t| t.is_some())).await;
         match res {
-            Ok(Ok(t)) => t.clone().ok_or(SessionError::NotReady),
+            Ok(t) => t.ok_or(SessionError::NotReady),
             _ if self.is_ended() => Err(SessionError::Ended),
             _ => Err(SessionError::NotReady),
         }
@@ -72,17 +71,13 @@ impl Session {
         let Some(link) = &self.link else {
             return Err(SessionError::NotReady);
         };
-        let mut rx = self.token.subscribe();
         if let Err(e) = link.cluster.request_refresh(&self.key, stale).await {
             tracing::debug!(error = %e, "could not ask the owner for a new token");
             return Err(SessionError::NotReady);
         }
-        let fresh = async {
-            rx.wait_for(|t| t.as_ref().is_some_and(|t| t.expose() != stale.expose()))
-                .await
-                .ok()
-                .and_then(|t| t.clone())
-        };
+        let fresh = self
+            .token
+            .wait_for(|t| t.as_ref().is_some_and(|t| t.expose() != stale.expose()));
         match tokio::time::timeout(self.settings.connect_timeout, fresh).await {
             Ok(Some(t)) => Ok(t),
             _ if self.is_ended() => Err(SessionError::Ended),
@@ -91,7 +86,7 @@ impl Session {
     }
 
     pub(super) fn current_token(&self) -> Option<Secret> {
-        self.token.borrow().clone()
+        self.token.get()
     }
 
     /// Why a session whose actor has stopped cannot answer.
