@@ -131,7 +131,8 @@ impl Gateway {
             }),
         };
         Ok(Response::new(Box::pin(futures::stream::unfold(
-            state, next_event,
+            Box::new(state),
+            next_event,
         ))))
     }
 }
@@ -234,7 +235,11 @@ fn with_cursor(mut status: Status, cursor: &str) -> Status {
     status
 }
 
-async fn next_event(mut st: StreamState) -> Option<(Result<pb::ChatEvent, Status>, StreamState)> {
+/// The stream's next event. The state is boxed: `unfold` keeps the state beside the future
+/// that owns it, so inline it would be laid out twice in every stream, for its whole life.
+async fn next_event(
+    mut st: Box<StreamState>,
+) -> Option<(Result<pb::ChatEvent, Status>, Box<StreamState>)> {
     if st.done {
         return None;
     }
