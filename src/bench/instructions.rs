@@ -36,7 +36,9 @@ async fn control(arg: &str, pid: u32) -> Result<()> {
     if status.success() {
         Ok(())
     } else {
-        Err(BenchError(format!("callgrind_control {arg} {pid}: {status}")))
+        Err(BenchError(format!(
+            "callgrind_control {arg} {pid}: {status}"
+        )))
     }
 }
 
@@ -104,35 +106,48 @@ pub async fn run(cfg: &BenchConfig) -> Result<InstructionsReport> {
     let listen = format!("127.0.0.1:{port}");
     let mut args: Vec<String> = vec![
         "--tool=callgrind".into(),
-        format!("--callgrind-out-file={}/callgrind.out.%p", dump_dir.display()),
+        format!(
+            "--callgrind-out-file={}/callgrind.out.%p",
+            dump_dir.display()
+        ),
         cfg.gateway_bin.display().to_string(),
     ];
     args.extend(gateway_args(cfg, &endpoint, &listen, CHATS * 2));
-    let (gateway, out) = Proc::spawn("connect-chat-gateway (callgrind)", Path::new("valgrind"), &args)?;
+    let (gateway, out) = Proc::spawn(
+        "connect-chat-gateway (callgrind)",
+        Path::new("valgrind"),
+        &args,
+    )?;
     procs::forward("connect-chat-gateway (callgrind)", out);
     let addr: std::net::SocketAddr = listen.parse().map_err(|e| BenchError(format!("{e}")))?;
     // Valgrind starts a program tens of times slower.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while procs::wait_listening(addr, "the gateway under valgrind").await.is_err() {
+    while procs::wait_listening(addr, "the gateway under valgrind")
+        .await
+        .is_err()
+    {
         if Instant::now() > deadline {
-            return Err(BenchError("the gateway under valgrind did not listen".into()));
+            return Err(BenchError(
+                "the gateway under valgrind did not listen".into(),
+            ));
         }
     }
     let pool = GatewayPool::connect(addr, CHATS * 2, cfg.streams_per_connection).await?;
     let recorder = Arc::new(Recorder::default());
     let tasks = Mutex::new(JoinSet::new());
-    let started: Vec<_> = futures::stream::iter(0..CHATS)
-        .map(|i| {
-            let client = pool.client(i);
-            let recorder = recorder.clone();
-            let tasks = &tasks;
-            async move {
-                clients::gateway_chat(client, format!("callgrind {i}"), recorder, tasks).await
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
+    let started: Vec<_> =
+        futures::stream::iter(0..CHATS)
+            .map(|i| {
+                let client = pool.client(i);
+                let recorder = recorder.clone();
+                let tasks = &tasks;
+                async move {
+                    clients::gateway_chat(client, format!("callgrind {i}"), recorder, tasks).await
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
     let chats: Vec<clients::GatewayChat> = started
         .into_iter()
         .collect::<std::result::Result<_, String>>()

@@ -430,7 +430,12 @@ async fn capacity(
                 async move {
                     let r = tokio::time::timeout(
                         clients::SETUP_TIMEOUT,
-                        clients::gateway_chat(client, format!("bench {shard}-{stream}"), recorder, tasks),
+                        clients::gateway_chat(
+                            client,
+                            format!("bench {shard}-{stream}"),
+                            recorder,
+                            tasks,
+                        ),
                     )
                     .await
                     .unwrap_or_else(|_| Err("setup timed out".into()));
@@ -491,14 +496,9 @@ async fn capacity(
                 failed: failed[i].len(),
                 gateway_rss_before: before[i].gateway_rss,
                 gateway_rss_after: g_rss,
-                gateway_kib_per_chat: per_chat(
-                    g_rss as f64 - before[i].gateway_rss as f64,
-                    n,
-                ) / 1024.0,
-                gateway_fds_per_chat: per_chat(
-                    g_fds as f64 - before[i].gateway_fds as f64,
-                    n,
-                ),
+                gateway_kib_per_chat: per_chat(g_rss as f64 - before[i].gateway_rss as f64, n)
+                    / 1024.0,
+                gateway_fds_per_chat: per_chat(g_fds as f64 - before[i].gateway_fds as f64, n),
                 gateway_fds: g_fds,
                 gateway_idle_cores: idle[i].0,
                 gateway_cpu_us_per_start: per_chat(ramp_cpu[i] * 1e6, n),

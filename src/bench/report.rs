@@ -445,8 +445,7 @@ impl Report {
                     c.sim_idle_cores,
                     c.chats
                 ),
-                met: (c.gateway_idle_cores + c.sim_idle_cores) * 100_000.0
-                    / c.chats.max(1) as f64
+                met: (c.gateway_idle_cores + c.sim_idle_cores) * 100_000.0 / c.chats.max(1) as f64
                     <= 0.15,
             });
         }

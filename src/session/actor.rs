@@ -6,6 +6,7 @@
 //! frames and a drain are served while Connect answers.
 
 use super::backfill::{read_transcript, Seen};
+use super::signal::Receiver;
 use super::token::RefreshRequest;
 use super::{Session, SessionError, SessionSettings};
 use crate::cluster::{AppendError, Cluster, Entry, Lease, Published};
@@ -22,7 +23,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::net::TcpStream;
-use super::signal::Receiver;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};

@@ -6,6 +6,7 @@
 //! that replica lets go (at once) or dies (when its lease lapses).
 
 use super::actor::{self, Outcome, Owner};
+use super::signal::Receiver;
 use super::token::RefreshRequest;
 use super::{Session, SessionSettings};
 use crate::cluster::{Acquired, BusMessage, Listener};
@@ -15,7 +16,6 @@ use rand::Rng;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use super::signal::Receiver;
 use tokio::sync::oneshot;
 
 /// Entries read from the log per call while catching up.

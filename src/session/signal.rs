@@ -207,7 +207,11 @@ mod tests {
         assert!(!waiter.is_finished());
         cell.set(Some(2));
         assert_eq!(waiter.await.unwrap(), Some(2));
-        assert_eq!(cell.wait_for(|v| v.is_some()).await, Some(2), "at once when it holds");
+        assert_eq!(
+            cell.wait_for(|v| v.is_some()).await,
+            Some(2),
+            "at once when it holds"
+        );
     }
 
     #[tokio::test]

@@ -20,7 +20,9 @@ impl Session {
     pub async fn connection_token(&self, wait: Duration) -> Result<Secret, SessionError> {
         self.touch();
         if let Some(link) = &self.link {
-            if self.token.with(Option::is_none) && !link.owner.load(std::sync::atomic::Ordering::Relaxed) {
+            if self.token.with(Option::is_none)
+                && !link.owner.load(std::sync::atomic::Ordering::Relaxed)
+            {
                 // No shared token yet (or its key was lost): ask the owner to share it.
                 if let Err(e) = link
                     .cluster

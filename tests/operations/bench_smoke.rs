@@ -37,13 +37,16 @@ async fn the_bench_runs_every_phase_at_a_tiny_size() {
         assert_eq!(c.processes, 3);
         let held: Vec<usize> = c.per_process.iter().map(|p| p.chats).collect();
         assert_eq!(held, [7, 7, 6], "{c:?}");
-        // Each chat holds one upstream socket in its gateway and one in its simulator.
+        // Each chat holds one upstream socket in its gateway and one in its simulator (at
+        // this size a few descriptors the processes open meanwhile count too).
         for p in &c.per_process {
-            assert!(
-                (0.5..=1.5).contains(&p.gateway_fds_per_chat)
-                    && (0.5..=1.5).contains(&p.sim_fds_per_chat),
-                "{p:?}"
-            );
+            for per_chat in [p.gateway_fds_per_chat, p.sim_fds_per_chat] {
+                let opened = per_chat * p.chats as f64;
+                assert!(
+                    opened >= p.chats as f64 && opened <= (p.chats + 16) as f64,
+                    "{p:?}"
+                );
+            }
         }
     }
     assert_eq!(report.capacity[1].upstream, "wss");

@@ -78,7 +78,10 @@ async fn the_certificate_names_another_loopback_address_the_simulator_listens_on
     config.bind = "127.0.0.7:0".parse().unwrap();
     let env = start(config).await;
     assert!(env.sim.socket_endpoint().starts_with("wss://127.0.0.7:"));
-    let ca = write_ca(env.sim.ca_pem().expect("a CA in TLS mode"), "other-loopback");
+    let ca = write_ca(
+        env.sim.ca_pem().expect("a CA in TLS mode"),
+        "other-loopback",
+    );
     let chat = env.chat().await;
     let tls =
         connect_chat_gateway::security::tls::socket_client_config(Some(&ca)).expect("CA loads");
