@@ -62,42 +62,12 @@ impl Gateway {
                 UpstreamError::Conflict => ApiError::from(SessionError::Ended),
                 e => ApiError::from(e),
             })?;
-        let chat_token = secret::new_chat_token();
-        let participant_token = added.participant_token.clone();
-        let record = match self
-            .sessions
-            .store()
-            .upsert(ChatRecord {
-                contact_id: added.contact_id.clone(),
-                participant_id: added.participant_id.clone(),
-                participant_token: added.participant_token,
-                chat_token_hashes: vec![TokenHash::of(chat_token.expose())],
-                content_types: customer
-                    .map(|c| c.content_types)
-                    .unwrap_or_else(|| vec![TEXT_PLAIN.to_owned()]),
-                started_at: SystemTime::now(),
-                ended: false,
-                owner: principal.id.clone(),
-                instance_id,
-                bot: true,
-            })
-            .await
-        {
-            Ok(record) => record,
-            Err(e) => {
-                // A bot nobody can serve would sit in the chat: take it out again.
-                self.end_untracked(added.contact_id, participant_token);
-                return Err(ApiError::from(e).into());
-            }
-        };
-        if record.owner != principal.id {
-            // A client token replayed by another caller names that caller's bot.
-            return Err(ApiError::PermissionDenied.into());
-        }
-        slot.commit(&record.key()).await?;
-        if !record.ended {
-            self.sessions.open(&record).map_err(ApiError::from)?;
-        }
+        let content_types = customer
+            .map(|c| c.content_types)
+            .unwrap_or_else(|| vec![TEXT_PLAIN.to_owned()]);
+        let (record, chat_token) = self
+            .record_participant(added, content_types, instance_id, true, &principal, slot)
+            .await?;
         tracing::info!(
             contact_id = %record.contact_id,
             participant_id = %record.participant_id,

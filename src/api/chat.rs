@@ -133,7 +133,7 @@ impl Gateway {
 
 impl Gateway {
     /// Ends, in the background, a chat Connect started but the store could not record.
-    pub(super) fn end_untracked(&self, contact_id: String, participant_token: Secret) {
+    fn end_untracked(&self, contact_id: String, participant_token: Secret) {
         let upstream = self.sessions.upstream().clone();
         tokio::spawn(async move {
             let ended = async {
@@ -153,6 +153,54 @@ impl Gateway {
                 }
             }
         });
+    }
+
+    /// Records a participant Connect just created (the customer of a new chat, or a bot)
+    /// with a new chat token, takes the caller's slot and opens the session. When the store
+    /// cannot record it, the participant is disconnected at Connect: nothing could serve it.
+    pub(super) async fn record_participant(
+        &self,
+        started: crate::connect::StartedChat,
+        content_types: Vec<String>,
+        instance_id: String,
+        bot: bool,
+        principal: &Principal,
+        slot: Slot<'_>,
+    ) -> Result<(ChatRecord, Secret), ApiError> {
+        let chat_token = secret::new_chat_token();
+        let participant_token = started.participant_token.clone();
+        let record = match self
+            .sessions
+            .store()
+            .upsert(ChatRecord {
+                contact_id: started.contact_id.clone(),
+                participant_id: started.participant_id.clone(),
+                participant_token: started.participant_token,
+                chat_token_hashes: vec![TokenHash::of(chat_token.expose())],
+                content_types,
+                started_at: SystemTime::now(),
+                ended: false,
+                owner: principal.id.clone(),
+                instance_id,
+                bot,
+            })
+            .await
+        {
+            Ok(record) => record,
+            Err(e) => {
+                self.end_untracked(started.contact_id, participant_token);
+                return Err(e.into());
+            }
+        };
+        if record.owner != principal.id {
+            // A client token replayed by another caller names that caller's chat (or bot).
+            return Err(ApiError::PermissionDenied);
+        }
+        slot.commit(&record.key()).await?;
+        if !record.ended {
+            self.sessions.open(&record)?;
+        }
+        Ok((record, chat_token))
     }
 
     pub(super) async fn start_chat_inner(
@@ -187,41 +235,9 @@ impl Gateway {
             .start_chat(start)
             .await
             .map_err(ApiError::from)?;
-        let chat_token = secret::new_chat_token();
-        let participant_token = started.participant_token.clone();
-        let record = match self
-            .sessions
-            .store()
-            .upsert(ChatRecord {
-                contact_id: started.contact_id.clone(),
-                participant_id: started.participant_id.clone(),
-                participant_token: started.participant_token,
-                chat_token_hashes: vec![TokenHash::of(chat_token.expose())],
-                content_types,
-                started_at: SystemTime::now(),
-                ended: false,
-                owner: principal.id.clone(),
-                instance_id,
-                bot: false,
-            })
-            .await
-        {
-            Ok(record) => record,
-            Err(e) => {
-                // Nothing could serve a chat the store does not know: end it at Connect
-                // rather than leave a customer-less contact waiting for an agent.
-                self.end_untracked(started.contact_id, participant_token);
-                return Err(ApiError::from(e).into());
-            }
-        };
-        if record.owner != principal.id {
-            // A client token replayed by another caller names that caller's chat.
-            return Err(ApiError::PermissionDenied.into());
-        }
-        slot.commit(&record.key()).await?;
-        if !record.ended {
-            self.sessions.open(&record).map_err(ApiError::from)?;
-        }
+        let (record, chat_token) = self
+            .record_participant(started, content_types, instance_id, false, &principal, slot)
+            .await?;
         tracing::info!(contact_id = %record.contact_id, principal = %principal.id, "chat started");
         Ok(Response::new(pb::StartChatResponse {
             contact_id: record.contact_id,

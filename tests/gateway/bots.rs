@@ -88,11 +88,9 @@ fn left_by(events: &[pb::ChatEvent], participant_id: &str) -> bool {
     })
 }
 
-#[tokio::test]
-async fn a_bot_joins_talks_on_its_own_socket_and_leaves_alone() {
-    let mut h = harness().await;
-    let started = h
-        .client
+/// A chat started by the customer app.
+async fn start_as_app(h: &mut Harness) -> pb::StartChatResponse {
+    h.client
         .start_chat(as_caller(
             pb::StartChatRequest {
                 display_name: "Ada".into(),
@@ -102,7 +100,13 @@ async fn a_bot_joins_talks_on_its_own_socket_and_leaves_alone() {
         ))
         .await
         .expect("StartChat")
-        .into_inner();
+        .into_inner()
+}
+
+#[tokio::test]
+async fn a_bot_joins_talks_on_its_own_socket_and_leaves_alone() {
+    let mut h = harness().await;
+    let started = start_as_app(&mut h).await;
     let customer = chat_ref(&started);
     let mut customer_events = h
         .client
@@ -321,18 +325,7 @@ async fn a_bot_joins_talks_on_its_own_socket_and_leaves_alone() {
 #[tokio::test]
 async fn adding_a_bot_is_refused_with_the_right_code() {
     let mut h = harness().await;
-    let started = h
-        .client
-        .start_chat(as_caller(
-            pb::StartChatRequest {
-                display_name: "Ada".into(),
-                ..Default::default()
-            },
-            APP_KEY,
-        ))
-        .await
-        .expect("StartChat")
-        .into_inner();
+    let started = start_as_app(&mut h).await;
     let cases = [
         (add("no-such-contact", ""), Code::NotFound),
         (add("a/b", ""), Code::InvalidArgument),

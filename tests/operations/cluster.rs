@@ -46,22 +46,14 @@ async fn clients(procs: &[GatewayProc]) -> Vec<Client> {
 
 /// A Subscribe stream read in the background into a shared list, until it ends.
 async fn subscribe(client: &mut Client, chat: &pb::StartChatResponse) -> Seen {
-    let mut stream = client
-        .subscribe(pb::SubscribeRequest {
+    let seen = read_stream(
+        client,
+        pb::SubscribeRequest {
             chat: Some(chat_ref(chat)),
-            resume_cursor: String::new(),
             ..Default::default()
-        })
-        .await
-        .expect("Subscribe")
-        .into_inner();
-    let seen: Seen = Arc::default();
-    let out = seen.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(ev)) = stream.message().await {
-            out.lock().unwrap().push((Instant::now(), ev));
-        }
-    });
+        },
+    )
+    .await;
     // The stream is live once its first event arrived.
     wait_for("the stream's first event", || {
         !seen.lock().unwrap().is_empty()
@@ -759,15 +751,11 @@ async fn a_callers_rate_holds_across_replicas() {
     sim.shutdown().await;
 }
 
-/// A bot's Subscribe stream (from the start of what the gateway holds), read in the
-/// background like [`subscribe`]'s.
-async fn subscribe_ref(client: &mut Client, chat: &pb::ChatRef) -> Seen {
+/// The events of a Subscribe stream, read in the background into a shared list until it
+/// ends.
+async fn read_stream(client: &mut Client, request: pb::SubscribeRequest) -> Seen {
     let mut stream = client
-        .subscribe(pb::SubscribeRequest {
-            chat: Some(chat.clone()),
-            from_start: true,
-            ..Default::default()
-        })
+        .subscribe(request)
         .await
         .expect("Subscribe")
         .into_inner();
@@ -779,6 +767,19 @@ async fn subscribe_ref(client: &mut Client, chat: &pb::ChatRef) -> Seen {
         }
     });
     seen
+}
+
+/// A bot's Subscribe stream, from the start of what the gateway holds.
+async fn subscribe_ref(client: &mut Client, chat: &pb::ChatRef) -> Seen {
+    read_stream(
+        client,
+        pb::SubscribeRequest {
+            chat: Some(chat.clone()),
+            from_start: true,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
