@@ -39,14 +39,7 @@ impl Gateway {
             }
         });
         let bot = validate_add_bot(req, own_instance, &self.defaults)?;
-        let settings = self.sessions.settings();
-        if self.sessions.live_count() >= settings.max_sessions {
-            return Err(
-                ApiError::from(SessionError::TooManySessions(settings.max_sessions)).into(),
-            );
-        }
-        self.sessions.store().ping().await.map_err(ApiError::from)?;
-        let slot = self.reserve_chat(&principal).await?;
+        let slot = self.room_for_participant(&principal).await?;
         let instance_id = if bot.instance_id == self.defaults.instance_id {
             String::new()
         } else {

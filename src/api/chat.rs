@@ -97,7 +97,7 @@ impl Gateway {
     }
 
     /// Reserves one of the caller's live-chat slots, first forgetting its chats that ended.
-    pub(super) async fn reserve_chat(&self, principal: &Principal) -> Result<Slot<'_>, ApiError> {
+    async fn reserve_chat(&self, principal: &Principal) -> Result<Slot<'_>, ApiError> {
         if let Some(cluster) = self.sessions.cluster() {
             return self.reserve_shared(cluster, principal).await;
         }
@@ -155,6 +155,21 @@ impl Gateway {
         });
     }
 
+    /// Before Connect is asked for a participant (a chat's customer or a bot): room for its
+    /// session here, a store that can record it (no participant Connect creates may go
+    /// unrecorded), and one of the caller's live-chat slots.
+    pub(super) async fn room_for_participant(
+        &self,
+        principal: &Principal,
+    ) -> Result<Slot<'_>, ApiError> {
+        let max = self.sessions.settings().max_sessions;
+        if self.sessions.live_count() >= max {
+            return Err(SessionError::TooManySessions(max).into());
+        }
+        self.sessions.store().ping().await?;
+        self.reserve_chat(principal).await
+    }
+
     /// Records a participant Connect just created (the customer of a new chat, or a bot)
     /// with a new chat token, takes the caller's slot and opens the session. When the store
     /// cannot record it, the participant is disconnected at Connect: nothing could serve it.
@@ -210,15 +225,7 @@ impl Gateway {
         let principal = Principal::of(&request);
         self.shared_rate(&principal).await?;
         let mut start = validate_start(request.into_inner(), &self.defaults)?;
-        let settings = self.sessions.settings();
-        if self.sessions.live_count() >= settings.max_sessions {
-            return Err(
-                ApiError::from(SessionError::TooManySessions(settings.max_sessions)).into(),
-            );
-        }
-        // A chat Connect starts must be recorded: no StartChatContact while the store is down.
-        self.sessions.store().ping().await.map_err(ApiError::from)?;
-        let slot = self.reserve_chat(&principal).await?;
+        let slot = self.room_for_participant(&principal).await?;
         let content_types = start.content_types.clone();
         let instance_id = if start.instance_id == self.defaults.instance_id {
             String::new()
