@@ -31,20 +31,10 @@ impl Gateway {
         if customer.as_ref().is_some_and(|c| c.ended) {
             return Err(ApiError::from(SessionError::Ended).into());
         }
-        let own_instance = customer.as_ref().map(|c| {
-            if c.instance_id.is_empty() {
-                self.defaults.instance_id.clone()
-            } else {
-                c.instance_id.clone()
-            }
-        });
+        let own_instance = customer.as_ref().map(|c| self.instance_of(c));
         let bot = validate_add_bot(req, own_instance, &self.defaults)?;
         let slot = self.room_for_participant(&principal).await?;
-        let instance_id = if bot.instance_id == self.defaults.instance_id {
-            String::new()
-        } else {
-            bot.instance_id.clone()
-        };
+        let instance_id = bot.instance_id.clone();
         let added = self
             .sessions
             .upstream()

@@ -170,8 +170,8 @@ impl Gateway {
         self.reserve_chat(principal).await
     }
 
-    /// Records a participant Connect just created (the customer of a new chat, or a bot)
-    /// with a new chat token, takes the caller's slot and opens the session. When the store
+    /// Records a participant Connect just created (the customer of a new chat, or a bot) on
+    /// `instance_id` with a new chat token, takes the caller's slot and opens the session. When the store
     /// cannot record it, the participant is disconnected at Connect: nothing could serve it.
     pub(super) async fn record_participant(
         &self,
@@ -196,7 +196,12 @@ impl Gateway {
                 started_at: SystemTime::now(),
                 ended: false,
                 owner: principal.id.clone(),
-                instance_id,
+                // The record names the instance only when it is not the configured one.
+                instance_id: if instance_id == self.defaults.instance_id {
+                    String::new()
+                } else {
+                    instance_id
+                },
                 bot,
             })
             .await
@@ -227,11 +232,7 @@ impl Gateway {
         let mut start = validate_start(request.into_inner(), &self.defaults)?;
         let slot = self.room_for_participant(&principal).await?;
         let content_types = start.content_types.clone();
-        let instance_id = if start.instance_id == self.defaults.instance_id {
-            String::new()
-        } else {
-            start.instance_id.clone()
-        };
+        let instance_id = start.instance_id.clone();
         // Connect requires text/plain in the list only when a list is sent.
         if content_types.len() == 1 {
             start.content_types.clear();

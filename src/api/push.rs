@@ -39,7 +39,7 @@ impl Gateway {
     }
 
     /// The Connect instance of a chat (its record names it when it is not the default).
-    fn instance_of(&self, record: &ChatRecord) -> String {
+    pub(super) fn instance_of(&self, record: &ChatRecord) -> String {
         if record.instance_id.is_empty() {
             self.defaults.instance_id.clone()
         } else {

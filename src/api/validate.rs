@@ -100,6 +100,17 @@ pub fn check_contact_id(field: &'static str, value: &str) -> Result<(), ApiError
     Ok(())
 }
 
+/// The Connect instance a request names: the configured one, or one the operator allows.
+fn resolve_instance(requested: &str, defaults: &ChatDefaults) -> Result<String, ApiError> {
+    resolve_id(
+        "instance_id",
+        limits::INSTANCE_ID,
+        requested,
+        &defaults.instance_id,
+        &defaults.allowed_instance_ids,
+    )
+}
+
 /// The chat reference of a per-chat request. An operator may leave the chat token empty.
 pub fn check_chat_ref(
     chat: Option<&pb::ChatRef>,
@@ -148,13 +159,7 @@ pub fn validate_add_bot(
             }
             own
         }
-        None => resolve_id(
-            "instance_id",
-            limits::INSTANCE_ID,
-            &req.instance_id,
-            &defaults.instance_id,
-            &defaults.allowed_instance_ids,
-        )?,
+        None => resolve_instance(&req.instance_id, defaults)?,
     };
     Ok(NewBot {
         instance_id,
@@ -303,13 +308,7 @@ pub fn validate_start(
         customer_id: (!req.customer_id.is_empty()).then_some(req.customer_id),
         related_contact_id: (!req.related_contact_id.is_empty()).then_some(req.related_contact_id),
         disconnect_agent_on_customer_exit: req.disconnect_agent_on_customer_exit,
-        instance_id: resolve_id(
-            "instance_id",
-            limits::INSTANCE_ID,
-            &req.instance_id,
-            &defaults.instance_id,
-            &defaults.allowed_instance_ids,
-        )?,
+        instance_id: resolve_instance(&req.instance_id, defaults)?,
         contact_flow_id: resolve_id(
             "contact_flow_id",
             limits::CONTACT_FLOW_ID,
