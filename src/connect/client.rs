@@ -99,8 +99,10 @@ pub struct TranscriptPage {
     pub next_token: Option<String>,
 }
 
-/// Read buffer of a participant socket, bytes.
-pub const SOCKET_READ_BUFFER: usize = 4 * 1024;
+/// Read buffer of a participant socket, bytes: the first size of the buffer, and the most one
+/// read takes. A frame larger than the buffer grows it to the frame's size; Connect's frames
+/// are mostly under 1 KiB.
+pub const SOCKET_READ_BUFFER: usize = 1024;
 
 /// A CreateParticipantConnection budget shared by several processes.
 #[async_trait::async_trait]
@@ -269,21 +271,32 @@ impl Connect {
         self
     }
 
-    /// Opens a participant socket: the configured size caps, a 4 KiB read buffer instead of
+    /// Opens a participant socket: the configured size caps, a small read buffer instead of
     /// tungstenite's 128 KiB default (allocated and zeroed on every read attempt of every
-    /// socket; larger frames still grow it), Nagle off, and the TLS configuration built at
-    /// start for `wss://`.
+    /// socket; larger frames grow it), Nagle off, and the TLS configuration built at start
+    /// for `wss://`.
     pub async fn open_socket(
         &self,
         url: &Secret,
     ) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
-        tokio_tungstenite::connect_async_tls_with_config(
+        let (ws, response) = tokio_tungstenite::connect_async_tls_with_config(
             url.expose(),
             Some(self.socket_config),
             true,
             Some(self.socket_connector()),
         )
-        .await
+        .await?;
+        // Tungstenite keeps the upgrade's 4 KiB read buffer for the socket's whole life,
+        // whatever `read_buffer_size` says. The socket is rebuilt over the same stream with a
+        // buffer of its own size: nothing is in the old one, because Connect sends nothing
+        // before the client's subscribe, which has not been sent yet.
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            ws.into_inner(),
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            Some(self.socket_config),
+        )
+        .await;
+        Ok((ws, response))
     }
 
     /// Trusts the CA certificates of a PEM file, besides the web roots, on participant
