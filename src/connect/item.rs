@@ -167,12 +167,13 @@ pub fn json_error(e: &serde_json::Error) -> String {
 
 impl Item {
     /// Parses an item from its JSON text (the `content` of an `aws/chat` frame).
-    pub fn parse(json: &str) -> Result<Self, ItemError> {
-        let mut item: Item = serde_json::from_str(json).map_err(|e| ItemError(json_error(&e)))?;
+    pub fn parse(json: impl Into<String>) -> Result<Self, ItemError> {
+        let json = json.into();
+        let mut item: Item = serde_json::from_str(&json).map_err(|e| ItemError(json_error(&e)))?;
         if item.id.as_deref().unwrap_or("").is_empty() {
             return Err(ItemError("item has no Id".into()));
         }
-        item.raw = json.to_owned();
+        item.raw = json;
         Ok(item)
     }
 

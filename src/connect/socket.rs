@@ -5,6 +5,8 @@
 use crate::connect::item::Item;
 use crate::ops::metrics::Metrics;
 use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 
 /// Counts (`malformed_frames_total`) and logs, at warn and without its content, a frame the
 /// session could not use.
@@ -47,13 +49,25 @@ pub enum Inbound {
     Malformed(String),
 }
 
+/// A frame's envelope. Strings are borrowed from the frame where they have no escapes, and
+/// `content` is kept as raw JSON: only an `aws/chat` frame's content is decoded, once.
 #[derive(Deserialize)]
-struct Frame {
-    topic: Option<String>,
-    content: Option<serde_json::Value>,
+struct Frame<'a> {
+    #[serde(borrow)]
+    topic: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
     #[serde(rename = "statusCode")]
     status_code: Option<u16>,
-    message: Option<String>,
+    #[serde(borrow)]
+    message: Option<Cow<'a, str>>,
+}
+
+/// The subscribe answer's content.
+#[derive(Deserialize)]
+struct SubscribeAnswer<'a> {
+    #[serde(borrow)]
+    status: Option<Cow<'a, str>>,
 }
 
 /// Parses one text frame.
@@ -71,9 +85,9 @@ pub fn parse(text: &str) -> Inbound {
         Some("aws/subscribe") => {
             let ok = frame
                 .content
-                .as_ref()
-                .and_then(|c| c.get("status"))
-                .and_then(|s| s.as_str())
+                .and_then(|c| serde_json::from_str::<SubscribeAnswer>(c.get()).ok())
+                .and_then(|a| a.status)
+                .as_deref()
                 == Some("success");
             Inbound::SubscribeAck { ok }
         }
@@ -81,12 +95,12 @@ pub fn parse(text: &str) -> Inbound {
         Some("aws/ping") => Inbound::Ping {
             status: frame.status_code.unwrap_or(0),
         },
-        Some("aws/chat") => match frame.content {
-            Some(serde_json::Value::String(s)) => match Item::parse(&s) {
+        Some("aws/chat") => match frame.content.and_then(|c| string_literal(c.get())) {
+            Some(s) => match Item::parse(s) {
                 Ok(item) => Inbound::Chat(Box::new(item)),
                 Err(e) => Inbound::Malformed(e.to_string()),
             },
-            _ => Inbound::Malformed("aws/chat frame without string content".into()),
+            None => Inbound::Malformed("aws/chat frame without string content".into()),
         },
         Some(other) => Inbound::Unknown(other.chars().take(64).collect()),
         None => match frame.message {
@@ -94,6 +108,36 @@ pub fn parse(text: &str) -> Inbound {
             None => Inbound::Malformed("frame without topic".into()),
         },
     }
+}
+
+/// The text of `literal` when it is a JSON string literal, `None` when it is another JSON
+/// value. The parser that produced `literal` has validated it. An item's JSON arrives escaped
+/// inside the frame (every quote of it is `\"`), and serde_json's string decoding pays per
+/// escape; the short escapes are decoded here, and a literal with a `\u` escape goes through
+/// serde_json.
+fn string_literal(literal: &str) -> Option<String> {
+    let body = literal.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(i) = memchr::memchr(b'\\', rest.as_bytes()) {
+        out.push_str(&rest[..i]);
+        out.push(match rest.as_bytes().get(i + 1)? {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            // `\u` (and nothing else a parser accepts).
+            _ => return serde_json::from_str(literal).ok(),
+        });
+        // The escape is two ASCII bytes, so this is a character boundary.
+        rest = &rest[i + 2..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 #[cfg(test)]
@@ -122,6 +166,32 @@ mod tests {
         );
         let chat = r#"{"topic":"aws/chat","contentType":"application/json","content":"{\"Id\":\"i1\",\"Type\":\"MESSAGE\"}"}"#;
         assert!(matches!(parse(chat), Inbound::Chat(i) if i.id.as_deref() == Some("i1")));
+    }
+
+    #[test]
+    fn string_content_decodes_as_serde_json_does() {
+        for text in [
+            "",
+            "plain",
+            r#"{"Id":"i1","Content":"say \"hi\""}"#,
+            "back\\slash \\u0041 not an escape",
+            "a\\b \\\\ c",
+            "line\nbreak\ttab\r\u{8}\u{c}/",
+            "caf\u{e9} \u{1f600} \u{7f} \u{1}",
+        ] {
+            let literal = serde_json::to_string(text).unwrap();
+            assert_eq!(string_literal(&literal).as_deref(), Some(text), "{literal}");
+        }
+        // Escapes a serializer may choose: \/ and \u, surrogate pairs included.
+        for (literal, text) in [
+            (r#""a\/b""#, "a/b"),
+            (r#""\u00e9\ud83d\ude00\\u""#, "\u{e9}\u{1f600}\\u"),
+        ] {
+            assert_eq!(string_literal(literal).as_deref(), Some(text), "{literal}");
+        }
+        for not_a_string in ["{}", "[]", "1", "null", "true"] {
+            assert_eq!(string_literal(not_a_string), None);
+        }
     }
 
     #[test]

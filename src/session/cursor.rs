@@ -18,7 +18,12 @@ pub struct Cursor {
 
 impl Cursor {
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{VERSION}\n{}\n{}", self.key, self.durable_id))
+        let mut text =
+            String::with_capacity(VERSION.len() + 2 + self.key.len() + self.durable_id.len());
+        for part in [VERSION, "\n", &self.key, "\n", &self.durable_id] {
+            text.push_str(part);
+        }
+        URL_SAFE_NO_PAD.encode(text)
     }
 
     /// Decodes a caller's cursor; `None` when it is not one of ours.
