@@ -88,7 +88,7 @@ proptest! {
 
     #[test]
     fn items_with_any_fields_parse_and_convert_totally(item in item_like()) {
-        if let Ok(item) = Item::parse(&item.to_string()) {
+        if let Ok(item) = Item::parse(item.to_string()) {
             let ev = to_event(&item);
             let _ = (item.dedupe_key(), item.is_chat_end(), item.is_ephemeral(), ev.event);
         }
