@@ -184,7 +184,7 @@ where
 
 /// An open participant socket and the server's handshake answer.
 pub type Socket = (
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::WebSocketStream<super::stream::SocketStream>,
     tokio_tungstenite::tungstenite::handshake::client::Response,
 );
 
@@ -289,9 +289,10 @@ impl Connect {
         // Tungstenite keeps the upgrade's 4 KiB read buffer for the socket's whole life,
         // whatever `read_buffer_size` says. The socket is rebuilt over the same stream with a
         // buffer of its own size: nothing is in the old one, because Connect sends nothing
-        // before the client's subscribe, which has not been sent yet.
+        // before the client's subscribe, which has not been sent yet. The stream is rebuilt
+        // too, its TLS state boxed.
         let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            ws.into_inner(),
+            super::stream::SocketStream::from(ws.into_inner()),
             tokio_tungstenite::tungstenite::protocol::Role::Client,
             Some(self.socket_config),
         )

@@ -9,6 +9,7 @@ pub mod error;
 pub mod item;
 pub mod push;
 pub mod socket;
+pub mod stream;
 pub mod views;
 
 pub use client::{
