@@ -23,6 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -437,31 +438,28 @@ impl Actor<'_> {
     }
 
     async fn pump(&mut self, mut ws: Ws, requests: &mut Receiver<RefreshRequest>) -> Stop {
-        let mut heartbeat = tokio::time::interval(self.settings.heartbeat_interval);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut awaiting_heartbeat = false;
         let idle_check = (self.settings.idle_timeout / 4).max(Duration::from_millis(10));
-        let mut idle = tokio::time::interval(idle_check);
-        idle.tick().await;
-        // The timers live across iterations and are re-armed only when their deadline moves:
-        // rebuilding them for every frame cost a timer-wheel registration per event.
+        let now = Instant::now();
+        // A heartbeat right after open, then one every interval.
+        let mut deadlines = Deadlines {
+            heartbeat: now,
+            idle: now + idle_check,
+            rotate: now + self.settings.rotate_interval,
+            end: None,
+            refresh: self.refresh_at(),
+            barrier: None,
+        };
+        // One timer serves every deadline, and it is re-armed only when the next deadline
+        // moves: rebuilding it for every frame cost a timer-wheel registration per event.
+        let timer = tokio::time::sleep_until(now);
+        tokio::pin!(timer);
         let session = self.session.clone();
         let stop_token = self.stop.clone();
         let cancelled = stop_token.cancelled();
         tokio::pin!(cancelled);
         let ending = session.ending.cancelled();
         tokio::pin!(ending);
-        let mut ending_started = false;
-        let end = tokio::time::sleep(FAR);
-        tokio::pin!(end);
-        let refresh = tokio::time::sleep(FAR);
-        tokio::pin!(refresh);
-        let mut refresh_armed = self.rearm_refresh(refresh.as_mut());
-        let rotate = tokio::time::sleep(self.settings.rotate_interval);
-        tokio::pin!(rotate);
-        // The barrier of a rotation: how long the old socket is read for its answer.
-        let barrier = tokio::time::sleep(FAR);
-        tokio::pin!(barrier);
         // A token refresh in flight, and the calls waiting for its token.
         let mut refreshing: Option<BoxFuture<'static, Result<Connection, UpstreamError>>> = None;
         let mut waiters: Vec<oneshot::Sender<Result<Secret, SessionError>>> = Vec::new();
@@ -474,16 +472,69 @@ impl Actor<'_> {
             // An item read from the socket, delivered after the select: awaited inside its
             // arm, the frame it came in would be held in every session's task.
             let mut arrived: Option<Box<Item>> = None;
+            let next = deadlines.next(
+                refreshing.is_some(),
+                opening.is_some() || draining.is_some(),
+            );
+            if timer.deadline() != next {
+                timer.as_mut().reset(next);
+            }
             tokio::select! {
                 _ = &mut cancelled => break Stop::Closed,
-                _ = &mut ending, if !ending_started => {
-                    ending_started = true;
-                    end.as_mut().reset(tokio::time::Instant::now() + self.settings.end_grace);
+                _ = &mut ending, if deadlines.end.is_none() => {
+                    deadlines.end = Some(Instant::now() + self.settings.end_grace);
                 }
-                _ = &mut end, if ending_started => break Stop::Ended,
-                _ = &mut refresh, if refresh_armed && refreshing.is_none() => {
-                    refresh_armed = false;
-                    refreshing = Some(self.start_refresh());
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if deadlines.end.is_some_and(|t| t <= now) {
+                        break Stop::Ended;
+                    }
+                    if deadlines.heartbeat <= now {
+                        if awaiting_heartbeat {
+                            break Stop::Dead("heartbeat unanswered");
+                        }
+                        if ws.send(WsMessage::text(socket::HEARTBEAT)).await.is_err() {
+                            break Stop::Dead("write failed");
+                        }
+                        awaiting_heartbeat = true;
+                        deadlines.heartbeat = now + self.settings.heartbeat_interval;
+                    }
+                    if deadlines.idle <= now {
+                        deadlines.idle = now + idle_check;
+                        let s = &self.session;
+                        let unused = s.last_used.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+                        if s.subscribers.load(std::sync::atomic::Ordering::Relaxed) == 0
+                            && unused >= self.settings.idle_timeout
+                        {
+                            tracing::debug!("session idle; closing its socket");
+                            break Stop::Idle;
+                        }
+                    }
+                    if refreshing.is_none() && deadlines.refresh.is_some_and(|t| t <= now) {
+                        deadlines.refresh = None;
+                        refreshing = Some(self.start_refresh());
+                    }
+                    if opening.is_none() && draining.is_none() && deadlines.rotate <= now {
+                        opening = Some(
+                            open_socket(
+                                self.upstream.clone(),
+                                self.session.participant_token.clone(),
+                                self.settings.connect_timeout,
+                            )
+                            .map(|opened| opened.map(Box::new))
+                            .boxed(),
+                        );
+                    }
+                    if deadlines.barrier.is_some_and(|t| t <= now) {
+                        deadlines.barrier = None;
+                        if let Some(new) = draining.take() {
+                            if let Err(stop) = Box::pin(self.swap(&mut ws, new, false)).await {
+                                break stop;
+                            }
+                            awaiting_heartbeat = false;
+                            deadlines.rotate = Instant::now() + self.settings.rotate_interval;
+                        }
+                    }
                 }
                 Some(req) = requests.recv() => {
                     match self.session.current_token() {
@@ -528,18 +579,7 @@ impl Actor<'_> {
                             );
                         }
                     }
-                    refresh_armed = self.rearm_refresh(refresh.as_mut());
-                }
-                _ = &mut rotate, if opening.is_none() && draining.is_none() => {
-                    opening = Some(
-                        open_socket(
-                            self.upstream.clone(),
-                            self.session.participant_token.clone(),
-                            self.settings.connect_timeout,
-                        )
-                        .map(|opened| opened.map(Box::new))
-                        .boxed(),
-                    );
+                    deadlines.refresh = self.refresh_at();
                 }
                 opened = in_flight(&mut opening) => {
                     opening = None;
@@ -550,53 +590,22 @@ impl Actor<'_> {
                             // reserved in every session's task.
                             draining = Some(Box::new((new, early)));
                             self.take_connection(connection).await;
-                            refresh_armed = self.rearm_refresh(refresh.as_mut());
+                            deadlines.refresh = self.refresh_at();
                             // Read the old socket up to a barrier (a deep heartbeat, answered
                             // after everything the service sent before it).
-                            if ws.send(WsMessage::text(socket::PING)).await.is_ok() {
-                                barrier
-                                    .as_mut()
-                                    .reset(tokio::time::Instant::now() + self.settings.connect_timeout);
-                            } else {
-                                barrier.as_mut().reset(tokio::time::Instant::now());
-                            }
+                            deadlines.barrier = Some(
+                                if ws.send(WsMessage::text(socket::PING)).await.is_ok() {
+                                    Instant::now() + self.settings.connect_timeout
+                                } else {
+                                    Instant::now()
+                                },
+                            );
                         }
                         Err(UpstreamError::AccessDenied) => break Stop::Ended,
                         Err(e) => {
                             tracing::info!(error = %e, "socket rotation failed; keeping the current socket");
-                            rotate
-                                .as_mut()
-                                .reset(tokio::time::Instant::now() + self.settings.reconnect_max);
+                            deadlines.rotate = Instant::now() + self.settings.reconnect_max;
                         }
-                    }
-                }
-                _ = &mut barrier, if draining.is_some() => {
-                    if let Some(new) = draining.take() {
-                        if let Err(stop) = Box::pin(self.swap(&mut ws, new, false)).await {
-                            break stop;
-                        }
-                        awaiting_heartbeat = false;
-                        rotate.as_mut().reset(tokio::time::Instant::now() + self.settings.rotate_interval);
-                        barrier.as_mut().reset(tokio::time::Instant::now() + FAR);
-                    }
-                }
-                _ = heartbeat.tick() => {
-                    if awaiting_heartbeat {
-                        break Stop::Dead("heartbeat unanswered");
-                    }
-                    if ws.send(WsMessage::text(socket::HEARTBEAT)).await.is_err() {
-                        break Stop::Dead("write failed");
-                    }
-                    awaiting_heartbeat = true;
-                }
-                _ = idle.tick() => {
-                    let s = &self.session;
-                    let unused = s.last_used.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
-                    if s.subscribers.load(std::sync::atomic::Ordering::Relaxed) == 0
-                        && unused >= self.settings.idle_timeout
-                    {
-                        tracing::debug!("session idle; closing its socket");
-                        break Stop::Idle;
                     }
                 }
                 msg = ws.next() => match msg {
@@ -614,8 +623,8 @@ impl Actor<'_> {
                                     break stop;
                                 }
                                 awaiting_heartbeat = false;
-                                rotate.as_mut().reset(tokio::time::Instant::now() + self.settings.rotate_interval);
-                                barrier.as_mut().reset(tokio::time::Instant::now() + FAR);
+                                deadlines.rotate = Instant::now() + self.settings.rotate_interval;
+                                deadlines.barrier = None;
                             }
                         }
                         Inbound::SubscribeAck { .. } => {}
@@ -691,24 +700,48 @@ impl Actor<'_> {
         Ok(())
     }
 
-    /// Points the refresh timer at the current token's refresh time; false when there is none.
-    fn rearm_refresh(&self, timer: std::pin::Pin<&mut tokio::time::Sleep>) -> bool {
-        match self.refresh_at() {
-            Some(at) => {
-                timer.reset(at);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn refresh_at(&self) -> Option<tokio::time::Instant> {
+    /// When the current token is to be refreshed; none without an expiry.
+    fn refresh_at(&self) -> Option<Instant> {
         let expiry = self.token_expiry?;
         let left = expiry
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO)
             .saturating_sub(self.settings.token_refresh_margin);
-        Some(tokio::time::Instant::now() + left)
+        Some(Instant::now() + left)
+    }
+}
+
+/// The pump's deadlines, all served by one timer: a timer each cost every session's task a
+/// timer-wheel entry and about 100 B for its whole life, and a poll at every wake-up.
+struct Deadlines {
+    heartbeat: Instant,
+    /// The next idle check.
+    idle: Instant,
+    /// The next socket rotation (while none is under way).
+    rotate: Instant,
+    /// EndChat's grace running out, once the end was asked for.
+    end: Option<Instant>,
+    /// The connection token's refresh (while none is in flight).
+    refresh: Option<Instant>,
+    /// How long a rotation reads the old socket for its barrier's answer.
+    barrier: Option<Instant>,
+}
+
+impl Deadlines {
+    /// The earliest deadline that counts now: a refresh in flight or a rotation under way
+    /// puts its own aside.
+    fn next(&self, refreshing: bool, rotating: bool) -> Instant {
+        let mut next = self.heartbeat.min(self.idle);
+        if !rotating {
+            next = next.min(self.rotate);
+        }
+        if !refreshing {
+            next = self.refresh.map_or(next, |t| next.min(t));
+        }
+        for t in [self.end, self.barrier].into_iter().flatten() {
+            next = next.min(t);
+        }
+        next
     }
 }
 
@@ -729,9 +762,6 @@ async fn share_token(owner: &Owner, stop: &CancellationToken, contact_id: &str, 
         Err(e) => tracing::warn!(error = %e, "could not share the connection token"),
     }
 }
-
-/// A deadline that never comes, for timers not armed yet.
-const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
 
 fn settings_delay(settings: &SessionSettings, failures: u32) -> Duration {
     let factor = 2u32.saturating_pow(failures.min(16));
