@@ -100,9 +100,9 @@ pub struct TranscriptPage {
 }
 
 /// Read buffer of a participant socket, bytes: the first size of the buffer, and the most one
-/// read takes. A frame larger than the buffer grows it to the frame's size; Connect's frames
-/// are mostly under 1 KiB.
-pub const SOCKET_READ_BUFFER: usize = 1024;
+/// read takes. A larger frame grows the buffer (and takes more than one read); the buffer
+/// never shrinks, and growing doubles it, so a smaller start ends smaller in every socket.
+pub const SOCKET_READ_BUFFER: usize = 512;
 
 /// A CreateParticipantConnection budget shared by several processes.
 #[async_trait::async_trait]
