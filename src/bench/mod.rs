@@ -110,7 +110,7 @@ impl BenchConfig {
             latency_secs: 10.0,
             throughput_rate: 60_000.0,
             throughput_secs: 10.0,
-            idle_secs: 10.0,
+            idle_secs: 30.0,
             tls: true,
             streams_per_connection: 100,
             settle_secs: 2.0,

@@ -43,8 +43,9 @@ struct Args {
     /// Throughput phase length, seconds.
     #[arg(long, default_value_t = 10.0)]
     throughput_secs: f64,
-    /// Capacity: idle CPU measurement length, seconds.
-    #[arg(long, default_value_t = 10.0)]
+    /// Capacity: idle CPU measurement length, seconds. Below the Subscribe keepalive interval
+    /// (30 s) the window misses keepalives of the chats started last.
+    #[arg(long, default_value_t = 30.0)]
     idle_secs: f64,
     /// Skip the capacity round with wss:// upstream sockets.
     #[arg(long)]
