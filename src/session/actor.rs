@@ -497,8 +497,7 @@ impl Actor<'_> {
                             break Stop::Dead("write failed");
                         }
                         awaiting_heartbeat = true;
-                        deadlines.heartbeat =
-                            on_heartbeat_grid(now + self.settings.heartbeat_interval, self.settings.heartbeat_interval);
+                        deadlines.heartbeat = next_heartbeat(now, self.settings.heartbeat_interval);
                     }
                     if deadlines.idle <= now {
                         deadlines.idle = now + idle_check;
@@ -718,13 +717,18 @@ impl Actor<'_> {
 /// at 18,000 chats, and the context switches cost more than the heartbeats.
 const HEARTBEAT_GRID: Duration = Duration::from_millis(100);
 
-/// `t` rounded up to the process's heartbeat grid: [`HEARTBEAT_GRID`], or a tenth of the
-/// interval when that is finer (so short test intervals keep their period).
-fn on_heartbeat_grid(t: Instant, interval: Duration) -> Instant {
+/// The heartbeat after one sent at `now`: an interval later, rounded up to the process's
+/// heartbeat grid ([`HEARTBEAT_GRID`], or a tenth of the interval when that is finer, so that
+/// short test intervals keep their period).
+fn next_heartbeat(now: Instant, interval: Duration) -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
     let grid = HEARTBEAT_GRID.min(interval / 10).as_nanos().max(1);
-    let steps = t.saturating_duration_since(epoch).as_nanos().div_ceil(grid);
+    let due = now + interval;
+    let steps = due
+        .saturating_duration_since(epoch)
+        .as_nanos()
+        .div_ceil(grid);
     let offset = u64::try_from(steps * grid).unwrap_or(u64::MAX);
     epoch + Duration::from_nanos(offset)
 }
@@ -804,10 +808,10 @@ mod tests {
         let interval = Duration::from_secs(10);
         let base = Instant::now();
         let due: Vec<Instant> = (0..50)
-            .map(|ms| on_heartbeat_grid(base + Duration::from_millis(ms * 7), interval))
+            .map(|ms| next_heartbeat(base + Duration::from_millis(ms * 7), interval))
             .collect();
         for (ms, t) in due.iter().enumerate() {
-            let asked = base + Duration::from_millis(ms as u64 * 7);
+            let asked = base + Duration::from_millis(ms as u64 * 7) + interval;
             assert!(*t >= asked && *t < asked + HEARTBEAT_GRID, "{ms}");
         }
         // 350 ms of deadlines land on at most five grid points.
@@ -816,7 +820,7 @@ mod tests {
         assert!(points.len() <= 5, "{}", points.len());
         // A short interval gets a finer grid.
         let short = Duration::from_millis(200);
-        let t = on_heartbeat_grid(base + short, short);
+        let t = next_heartbeat(base, short);
         assert!(t >= base + short && t < base + short + Duration::from_millis(20));
     }
 
