@@ -72,7 +72,8 @@ pub struct StoredItem {
     pub seq: u64,
     pub id: String,
     pub abs_ms: i64,
-    pub value: Value,
+    /// Shared with the [`Pushed`] answer: storing an item does not copy it.
+    pub value: Arc<Value>,
 }
 
 /// The result of pushing an item.
@@ -80,7 +81,7 @@ pub struct StoredItem {
 pub struct Pushed {
     pub id: String,
     pub abs_ms: i64,
-    pub value: Value,
+    pub value: Arc<Value>,
 }
 
 /// An attachment of a chat.
@@ -215,14 +216,8 @@ impl ChatState {
             .or_insert_with(|| Value::String(contact_id.to_owned()));
         obj.entry("InitialContactId")
             .or_insert_with(|| Value::String(contact_id.to_owned()));
-        let value = Value::Object(obj);
-        let item_json = serde_json::to_string(&value).unwrap_or_default();
-        let frame = serde_json::to_string(&json!({
-            "topic": "aws/chat",
-            "contentType": "application/json",
-            "content": item_json,
-        }))
-        .unwrap_or_default();
+        let value = Arc::new(Value::Object(obj));
+        let frame = chat_frame(&value);
         if store {
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -241,7 +236,7 @@ impl ChatState {
                 }
             }
         }
-        (Pushed { id, abs_ms, value }, Utf8Bytes::from(frame))
+        (Pushed { id, abs_ms, value }, frame)
     }
 
     /// Enqueue a frame on every subscribed socket of the chat. A full queue closes that
@@ -267,6 +262,19 @@ impl ChatState {
         });
         closed_slow
     }
+}
+
+/// The `aws/chat` socket frame of `item`: the item serialised once, then written into the
+/// frame as a JSON string (the envelope is fixed, so it is not built as a JSON value).
+fn chat_frame(item: &Value) -> Utf8Bytes {
+    const HEAD: &str = r#"{"topic":"aws/chat","contentType":"application/json","content":"#;
+    let item_json = serde_json::to_string(item).unwrap_or_default();
+    let literal = serde_json::to_string(&item_json).unwrap_or_default();
+    let mut frame = String::with_capacity(HEAD.len() + literal.len() + 1);
+    frame.push_str(HEAD);
+    frame.push_str(&literal);
+    frame.push('}');
+    Utf8Bytes::from(frame)
 }
 
 /// One chat contact.

@@ -46,7 +46,7 @@ impl Shared {
     pub fn transcript(&self, contact_id: &str) -> Option<Vec<Value>> {
         let chat = self.find_chat(contact_id)?;
         let st = chat.lock();
-        Some(st.items.iter().map(|i| i.value.clone()).collect())
+        Some(st.items.iter().map(|i| (*i.value).clone()).collect())
     }
 
     pub fn end_chat_by_agent(&self, contact_id: &str) -> bool {
@@ -102,6 +102,6 @@ impl Shared {
         if ends {
             self.retire(&chat);
         }
-        Ok(pushed.value)
+        Ok(std::sync::Arc::unwrap_or_clone(pushed.value))
     }
 }

@@ -145,7 +145,7 @@ fn transcript_page(chat: &Chat, req: &GetTranscriptRequest) -> Result<Value, Api
     let items: Vec<Value> = page
         .indices
         .iter()
-        .map(|i| st.items[*i].value.clone())
+        .map(|i| (*st.items[*i].value).clone())
         .collect();
     let mut out = json!({ "InitialContactId": chat.contact_id, "Transcript": items });
     if let Some(next) = page.next {
