@@ -115,7 +115,8 @@ impl Gateway {
             .keepalive_interval
             .max(Duration::from_millis(10));
         let state = StreamState {
-            keepalive: tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive),
+            keepalive: tokio::time::interval_at(quiet_until(keepalive), keepalive),
+            keepalive_every: keepalive,
             initial: Some(initial),
             skip: catch_up.keys,
             catch_up: catch_up.events.into(),
@@ -142,6 +143,7 @@ impl Gateway {
 struct StreamState {
     /// Ticks while the stream is quiet; reset by every event.
     keepalive: tokio::time::Interval,
+    keepalive_every: Duration,
     initial: Option<pb::ChatEvent>,
     /// What a transcript catch-up found, delivered first.
     catch_up: VecDeque<pb::ChatEvent>,
@@ -224,6 +226,14 @@ impl Stitcher {
     }
 }
 
+/// When a stream quiet from now on gets its keepalive: within `interval`, on a grid of a
+/// third of it shared by the process's streams ([`crate::session::grid`]), so that the
+/// keepalives of the streams on one HTTP/2 connection leave in one write. The gap is two
+/// thirds of the interval at least and never more than the interval.
+fn quiet_until(interval: Duration) -> tokio::time::Instant {
+    crate::session::grid::at_or_before(tokio::time::Instant::now() + interval, interval / 3)
+}
+
 fn is_end(ev: &pb::ChatEvent) -> bool {
     matches!(ev.event, Some(pb::chat_event::Event::ChatEnded(_)))
 }
@@ -258,6 +268,7 @@ async fn next_event(
                 None => match tokio::select! {
                     r = st.live.recv() => r,
                     _ = st.keepalive.tick() => {
+                        st.keepalive.reset_at(quiet_until(st.keepalive_every));
                         let ev = pb::ChatEvent {
                             cursor: st.cursor.clone(),
                             event: Some(pb::chat_event::Event::Keepalive(pb::Keepalive {})),
@@ -308,7 +319,7 @@ async fn next_event(
             Some(Stitched::Instead(e)) => break e,
         }
     };
-    st.keepalive.reset();
+    st.keepalive.reset_at(quiet_until(st.keepalive_every));
     st.guard.session().metrics.events_delivered.inc();
     if !next.cursor.is_empty() {
         st.cursor.clone_from(&next.cursor);

@@ -711,26 +711,16 @@ impl Actor<'_> {
     }
 }
 
-/// The finest heartbeat grid: heartbeats fall due on a grid shared by every session of the
-/// process, so that one timer wake-up sends the heartbeats of many sockets. Due one by one,
-/// spread over the interval, they woke the runtime's threads about a thousand times a second
-/// at 18,000 chats, and the context switches cost more than the heartbeats.
-const HEARTBEAT_GRID: Duration = Duration::from_millis(100);
+/// The coarsest heartbeat grid: heartbeats fall due on a grid shared by every session of the
+/// process ([`super::grid`]), so that one timer wake-up sends the heartbeats of many sockets
+/// and their answers come back together.
+const HEARTBEAT_GRID: Duration = Duration::from_secs(1);
 
 /// The heartbeat after one sent at `now`: an interval later, rounded up to the process's
-/// heartbeat grid ([`HEARTBEAT_GRID`], or a tenth of the interval when that is finer, so that
-/// short test intervals keep their period).
+/// heartbeat grid ([`HEARTBEAT_GRID`], or a tenth of the interval when that is finer): never
+/// sooner than the interval, at most a tenth of it later.
 fn next_heartbeat(now: Instant, interval: Duration) -> Instant {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    let grid = HEARTBEAT_GRID.min(interval / 10).as_nanos().max(1);
-    let due = now + interval;
-    let steps = due
-        .saturating_duration_since(epoch)
-        .as_nanos()
-        .div_ceil(grid);
-    let offset = u64::try_from(steps * grid).unwrap_or(u64::MAX);
-    epoch + Duration::from_nanos(offset)
+    super::grid::at_or_after(now + interval, HEARTBEAT_GRID.min(interval / 10))
 }
 
 /// The pump's deadlines, all served by one timer: a timer each cost every session's task a

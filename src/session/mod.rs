@@ -6,6 +6,7 @@ mod actor;
 pub mod backfill;
 pub mod cursor;
 pub mod fanout;
+pub(crate) mod grid;
 mod member;
 mod signal;
 mod token;

@@ -143,7 +143,7 @@ mod tests {
                 seq,
                 id: format!("id{seq}"),
                 abs_ms: seq as i64 * 10,
-                value: serde_json::Value::Null,
+                value: serde_json::Value::Null.into(),
             })
             .collect()
     }
