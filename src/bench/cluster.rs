@@ -5,7 +5,7 @@
 
 use super::clients::{self, GatewayPool, Recorder};
 use super::procs::{self, CpuMark, Proc};
-use super::report::ClusterReport;
+use super::report::{ClusterHeld, ClusterReport};
 use super::{stats, BenchConfig, BenchError, Result};
 use futures::StreamExt;
 use std::net::SocketAddr;
@@ -58,9 +58,68 @@ async fn redis_commands(url: &str) -> Result<(u64, u64)> {
     Ok((commands, scripts))
 }
 
+/// The held chats' figures: each replica's memory growth per chat it serves since
+/// `rss_before`, then the idle CPU of every process and Redis's commands over the idle window.
+async fn held(
+    cfg: &BenchConfig,
+    gateways: &[Proc],
+    (sim, redis, redis_url): (&Proc, &Proc, &str),
+    rss_before: Vec<u64>,
+    chats: usize,
+) -> Result<ClusterHeld> {
+    tokio::time::sleep(Duration::from_secs_f64(cfg.settle_secs)).await;
+    let rss_after: Vec<u64> = gateways
+        .iter()
+        .map(|g| procs::rss_bytes(g.pid).unwrap_or(0))
+        .collect();
+    // The owner serves every chat; reader r (1-based past the owner) every chat i with
+    // i % (REPLICAS - 1) == r - 1, as the setup spread them.
+    let served: Vec<usize> = (0..gateways.len())
+        .map(|r| match r {
+            0 => chats,
+            r => (0..chats).filter(|i| i % (REPLICAS - 1) == r - 1).count(),
+        })
+        .collect();
+    let kib_per_chat = rss_after
+        .iter()
+        .zip(&rss_before)
+        .zip(&served)
+        .map(|((a, b), n)| (*a as f64 - *b as f64) / 1024.0 / (*n).max(1) as f64)
+        .collect();
+    eprintln!(
+        "bench: cluster: {chats} chats held; idle for {} s",
+        cfg.idle_secs
+    );
+    let marks: Vec<CpuMark> = gateways.iter().map(|g| CpuMark::now(g.pid)).collect();
+    let (redis_mark, sim_mark) = (CpuMark::now(redis.pid), CpuMark::now(sim.pid));
+    let (commands_before, _) = redis_commands(redis_url).await?;
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(cfg.idle_secs)).await;
+    let (commands_after, _) = redis_commands(redis_url).await?;
+    let secs = start.elapsed().as_secs_f64();
+    // The two INFO calls themselves are not the chats' doing.
+    let per_s = commands_after.saturating_sub(commands_before + 1) as f64 / secs;
+    Ok(ClusterHeld {
+        rss_before,
+        rss_after,
+        chats: served,
+        kib_per_chat,
+        idle_secs: secs,
+        idle_cores: marks
+            .iter()
+            .zip(gateways)
+            .map(|(m, g)| m.since(g.pid).1)
+            .collect(),
+        redis_idle_cores: redis_mark.since(redis.pid).1,
+        sim_idle_cores: sim_mark.since(sim.pid).1,
+        redis_idle_commands_per_s: per_s,
+        redis_idle_commands_per_chat_per_min: per_s * 60.0 / chats.max(1) as f64,
+    })
+}
+
 /// Runs the round; `single` is the single-process latency summary, for comparison.
 pub async fn run(cfg: &BenchConfig, single: Option<&stats::Summary>) -> Result<ClusterReport> {
-    let chats = cfg.setup_chats;
+    let chats = cfg.cluster_chats;
     let total = chats + cfg.concurrency;
     let redis_port = procs::free_port()?;
     let (redis, out) = Proc::spawn(
@@ -108,6 +167,10 @@ pub async fn run(cfg: &BenchConfig, single: Option<&stats::Summary>) -> Result<C
         gateways.push(gw);
     }
 
+    let settle = Duration::from_secs_f64(cfg.settle_secs);
+    tokio::time::sleep(settle).await;
+    let rss = |g: &Proc| procs::rss_bytes(g.pid).unwrap_or(0);
+    let rss_before: Vec<u64> = gateways.iter().map(rss).collect();
     eprintln!("bench: cluster: {chats} chats started on replica 1, read on replicas 2 and 3");
     let rec = Arc::new(Recorder::default());
     let tasks = Mutex::new(JoinSet::new());
@@ -140,6 +203,14 @@ pub async fn run(cfg: &BenchConfig, single: Option<&stats::Summary>) -> Result<C
     if let Some(e) = super::first_error(&failed) {
         return Err(BenchError(format!("cluster setup: {e}")));
     }
+    let held = held(
+        cfg,
+        &gateways,
+        (&sim, &redis, &redis_url),
+        rss_before,
+        ids.len(),
+    )
+    .await?;
 
     eprintln!(
         "bench: cluster latency: {} stamped messages/s for {} s",
@@ -212,6 +283,7 @@ pub async fn run(cfg: &BenchConfig, single: Option<&stats::Summary>) -> Result<C
         gateway_cores,
         redis_cores,
         rec.ended.load(Ordering::Relaxed),
+        held,
     );
     drop(tasks);
     for g in gateways {

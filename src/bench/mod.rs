@@ -84,6 +84,8 @@ pub struct BenchConfig {
     pub settle_secs: f64,
     /// Run the cluster round (three replicas on a private `redis-server`).
     pub cluster: bool,
+    /// Cluster round: chats owned by the first replica, each read on one of the others.
+    pub cluster_chats: usize,
     /// The attachment round's file size, MB (0: no round).
     pub attachment_mb: usize,
     /// Run the attachment round only.
@@ -115,6 +117,7 @@ impl BenchConfig {
             streams_per_connection: 100,
             settle_secs: 2.0,
             cluster: cluster::available(),
+            cluster_chats: 2_000,
             attachment_mb: 20,
             attachments_only: false,
             instructions_only: false,

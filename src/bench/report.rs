@@ -271,6 +271,29 @@ pub struct ClusterReport {
     pub gateway_cores: Vec<f64>,
     pub redis_cores: f64,
     pub streams_ended: u64,
+    /// The chats held, before the latency and throughput phases.
+    pub held: ClusterHeld,
+}
+
+/// Cluster mode with the chats held and idle: each replica's memory per chat it serves and
+/// idle CPU, and what Redis does for idle chats (lease renewals and the like).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClusterHeld {
+    /// Per replica, the first one the owner of every chat.
+    pub rss_before: Vec<u64>,
+    pub rss_after: Vec<u64>,
+    /// Chats each replica serves: the owner holds every chat's socket and session; a reader
+    /// holds the Subscribe streams of its share and the session that follows the log.
+    pub chats: Vec<usize>,
+    pub kib_per_chat: Vec<f64>,
+    pub idle_secs: f64,
+    pub idle_cores: Vec<f64>,
+    pub redis_idle_cores: f64,
+    pub sim_idle_cores: f64,
+    /// Commands Redis processed per second while the chats were idle.
+    pub redis_idle_commands_per_s: f64,
+    /// The same per held chat, per minute.
+    pub redis_idle_commands_per_chat_per_min: f64,
 }
 
 impl ClusterReport {
@@ -287,6 +310,7 @@ impl ClusterReport {
         gateway_cores: Vec<f64>,
         redis_cores: f64,
         streams_ended: u64,
+        held: ClusterHeld,
     ) -> Self {
         ClusterReport {
             replicas: gateway_cores.len(),
@@ -309,6 +333,7 @@ impl ClusterReport {
             gateway_cores,
             redis_cores,
             streams_ended,
+            held,
         }
     }
 }
@@ -703,6 +728,29 @@ impl Report {
                 cores.join(" / "),
                 c.redis_cores,
                 c.streams_ended
+            );
+            let h = &c.held;
+            let per: Vec<String> = (0..h.chats.len())
+                .map(|i| {
+                    format!(
+                        "replica {} ({}, {} chats): {:.1} KiB per chat, idle {:.3} cores",
+                        i + 1,
+                        if i == 0 { "owner" } else { "reader" },
+                        h.chats[i],
+                        h.kib_per_chat.get(i).copied().unwrap_or(0.0),
+                        h.idle_cores.get(i).copied().unwrap_or(0.0)
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                o,
+                "  held: {}; over {:.0} s idle Redis {:.3} cores and {:.0} commands/s ({:.2} per chat per minute), simulator {:.3} cores",
+                per.join("; "),
+                h.idle_secs,
+                h.redis_idle_cores,
+                h.redis_idle_commands_per_s,
+                h.redis_idle_commands_per_chat_per_min,
+                h.sim_idle_cores
             );
         }
         if let Some(a) = &self.attachment {

@@ -54,6 +54,10 @@ struct Args {
     /// redis-server is on the PATH).
     #[arg(long)]
     no_cluster: bool,
+    /// Cluster round: chats owned by the first replica, each read on one of the others; the
+    /// replicas' memory per chat, idle CPU and Redis commands are measured while they are held.
+    #[arg(long, default_value_t = 2_000)]
+    cluster_chats: usize,
     /// The attachment round: a file of this many MB (at most 20) sent and read back through
     /// the gateway, its peak memory growth measured (0 skips the round).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=20))]
@@ -96,6 +100,7 @@ async fn main() -> ExitCode {
     cfg.idle_secs = args.idle_secs;
     cfg.tls = !args.no_tls;
     cfg.cluster = cfg.cluster && !args.no_cluster;
+    cfg.cluster_chats = args.cluster_chats.max(1);
     cfg.streams_per_connection = args.streams_per_connection;
     cfg.attachment_mb = args.attachment_mb as usize;
     cfg.attachments_only = args.attachments_only && args.attachment_mb > 0;

@@ -15,6 +15,7 @@ async fn the_bench_runs_every_phase_at_a_tiny_size() {
     // Spread over three gateway processes, as a run of 100,000 chats is.
     cfg.chats_per_process = 8;
     cfg.setup_chats = 8;
+    cfg.cluster_chats = 8;
     cfg.concurrency = 4;
     cfg.latency_rate = 100.0;
     cfg.latency_secs = 1.0;
@@ -67,6 +68,11 @@ async fn the_bench_runs_every_phase_at_a_tiny_size() {
     );
     assert!(c.redis_commands > 0, "{c:?}");
     assert_eq!(c.streams_ended, 0, "{c:?}");
+    // Every replica was measured while the chats were held: the owner serves all 8, the two
+    // readers 4 each.
+    assert_eq!(c.held.chats, [8, 4, 4], "{c:?}");
+    assert!(c.held.rss_after.iter().all(|r| *r > 0), "{c:?}");
+    assert_eq!(c.held.idle_cores.len(), 3, "{c:?}");
     assert!(!report.targets.is_empty());
     assert!(report.table().contains("targets:"));
 }
