@@ -242,6 +242,14 @@ async fn follow_and_own(
     }
 }
 
+/// When a lease renewed now is renewed next: within `every`, on a grid of a fifth of it
+/// shared by the replica's sessions ([`super::grid`]), so that the renewals of many chats
+/// leave for Redis together (the connection pipelines them) instead of one round trip each
+/// on its own instant. Never later than `every`: the margin before the lease lapses stays.
+fn next_renewal(every: Duration) -> tokio::time::Instant {
+    super::grid::at_or_before(tokio::time::Instant::now() + every, every / 5)
+}
+
 /// Runs the actor under `lease` until the chat ends, idles out, the replica drains or the
 /// lease is lost; then lets go of the lease.
 async fn own(
@@ -277,27 +285,31 @@ async fn own(
     );
     tokio::pin!(actor);
     let mut renewed = Instant::now();
-    let mut renew = tokio::time::interval(renew_every);
-    renew.tick().await;
+    let renew = tokio::time::sleep_until(next_renewal(renew_every));
+    tokio::pin!(renew);
     let outcome = loop {
         tokio::select! {
             o = &mut actor => break o,
-            _ = renew.tick() => match cluster.renew(&session.key, &lease).await {
-                Ok(true) => renewed = Instant::now(),
-                Ok(false) => {
-                    tracing::info!(contact_id = %session.key, "the chat's lease was lost");
-                    session.metrics.leases_lost.inc();
-                    stop.cancel();
-                }
-                Err(e) => {
-                    // Redis is unreachable: keep the socket for as long as the lease would
-                    // still be ours, then let go before another replica can take it.
-                    if renewed.elapsed() + renew_every >= ttl {
-                        tracing::warn!(error = %e, "cannot renew the chat's lease; letting go");
+            _ = &mut renew => {
+                renew.as_mut().reset(next_renewal(renew_every));
+                let result = cluster.renew(&session.key, &lease).await;
+                match result {
+                    Ok(true) => renewed = Instant::now(),
+                    Ok(false) => {
+                        tracing::info!(contact_id = %session.key, "the chat's lease was lost");
+                        session.metrics.leases_lost.inc();
                         stop.cancel();
                     }
+                    Err(e) => {
+                        // Redis is unreachable: keep the socket for as long as the lease
+                        // would still be ours, then let go before another replica can take it.
+                        if renewed.elapsed() + renew_every >= ttl {
+                            tracing::warn!(error = %e, "cannot renew the chat's lease; letting go");
+                            stop.cancel();
+                        }
+                    }
                 }
-            },
+            }
             _ = link.wake.notified() => catch_up(session).await,
             _ = link.reshare.notified() => {
                 if let Some(token) = session.current_token() {
