@@ -187,7 +187,9 @@ async fn follow_and_own(
         }
         let held_for = match cluster.acquire(&session.key).await {
             Ok(Acquired::Taken(lease)) => {
-                match own(session, upstream, settings, requests, lease).await {
+                // Boxed: a replica that only follows the chat must not reserve the owner's
+                // state (the actor's among it) in its task for the chat's life.
+                match Box::pin(own(session, upstream, settings, requests, lease)).await {
                     Outcome::Stopped => continue,
                     other => return other,
                 }

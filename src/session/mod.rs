@@ -528,6 +528,25 @@ impl Session {
     }
 }
 
+/// What follows a session's task, in either mode: the chat's end told and stored, the
+/// session closed and taken out of the registry.
+async fn finish(inner: &Inner, s: &Arc<Session>) {
+    if s.is_ended() {
+        if let Some(on_end) = inner.on_end.get() {
+            on_end(&s.key, &s.principal);
+        }
+        if let Err(e) = inner.store.mark_ended(&s.key).await {
+            tracing::warn!(contact_id = %s.key, error = %e, "could not mark the chat ended");
+        }
+    }
+    s.close();
+    s.metrics.live_chats.dec();
+    let mut live = inner.live.lock().unwrap_or_else(|e| e.into_inner());
+    if live.get(&s.key).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
+        live.remove(&s.key);
+    }
+}
+
 /// The typed event for an item, with its cursor; `durable` is the newest transcript item id
 /// before it and is advanced past this item when the item is itself a transcript item.
 pub fn event_with_cursor(
@@ -721,19 +740,23 @@ impl Sessions {
         drop(live);
         let inner = self.inner.clone();
         let s = session.clone();
-        let fut = async move {
-            let mut refresh_requests = refresh_requests;
-            if s.link.is_some() {
-                // Boxed: the cluster task is larger than the actor, and one process mode
-                // must not reserve its size in every session's task.
-                Box::pin(member::run(
+        // One task per mode, each sized by its own future: a single process's task does not
+        // reserve the cluster member's state, nor a replica's the actor's beside it.
+        if s.link.is_some() {
+            self.inner.tasks.spawn(async move {
+                let mut refresh_requests = refresh_requests;
+                member::run(
                     s.clone(),
                     &inner.upstream,
                     &inner.settings,
                     &mut refresh_requests,
-                ))
+                )
                 .await;
-            } else {
+                finish(&inner, &s).await;
+            });
+        } else {
+            self.inner.tasks.spawn(async move {
+                let mut refresh_requests = refresh_requests;
                 actor::run(
                     s.clone(),
                     &inner.upstream,
@@ -742,23 +765,9 @@ impl Sessions {
                     None,
                 )
                 .await;
-            }
-            if s.is_ended() {
-                if let Some(on_end) = inner.on_end.get() {
-                    on_end(&s.key, &s.principal);
-                }
-                if let Err(e) = inner.store.mark_ended(&s.key).await {
-                    tracing::warn!(contact_id = %s.key, error = %e, "could not mark the chat ended");
-                }
-            }
-            s.close();
-            s.metrics.live_chats.dec();
-            let mut live = inner.live.lock().unwrap_or_else(|e| e.into_inner());
-            if live.get(&s.key).is_some_and(|cur| Arc::ptr_eq(cur, &s)) {
-                live.remove(&s.key);
-            }
-        };
-        self.inner.tasks.spawn(fut);
+                finish(&inner, &s).await;
+            });
+        }
         Ok(session)
     }
 
