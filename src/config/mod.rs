@@ -138,7 +138,8 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_ALLOWED_CONTACT_FLOW_IDS", value_delimiter = ',')]
     pub allowed_contact_flow_ids: Vec<String>,
 
-    /// Heartbeat period on each upstream socket.
+    /// Heartbeat period on each upstream socket. The heartbeats of many sockets leave together,
+    /// up to a tenth of this (at most 1 s) later.
     #[arg(long, env = "GATEWAY_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = duration)]
     pub heartbeat_interval: Duration,
 
@@ -186,8 +187,10 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_RECONNECT_MAX", default_value = "30s", value_parser = duration)]
     pub reconnect_max: Duration,
 
-    /// A quiet Subscribe stream gets a keepalive event this often (below load balancers' idle
-    /// timeouts: AWS ALB closes idle connections after 60 s by default).
+    /// A quiet Subscribe stream gets a keepalive event at least this often (below load
+    /// balancers' idle timeouts: AWS ALB closes idle connections after 60 s by default). The
+    /// keepalives of many streams leave together, so a gap is between two thirds of this and
+    /// this.
     #[arg(long, env = "GATEWAY_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = duration)]
     pub keepalive_interval: Duration,
 
