@@ -794,24 +794,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn heartbeats_fall_due_on_a_shared_grid_no_earlier_than_asked() {
-        let interval = Duration::from_secs(10);
+    fn a_heartbeat_is_never_early_and_late_by_at_most_a_tenth_of_its_interval() {
         let base = Instant::now();
-        let due: Vec<Instant> = (0..50)
-            .map(|ms| next_heartbeat(base + Duration::from_millis(ms * 7), interval))
-            .collect();
-        for (ms, t) in due.iter().enumerate() {
-            let asked = base + Duration::from_millis(ms as u64 * 7) + interval;
-            assert!(*t >= asked && *t < asked + HEARTBEAT_GRID, "{ms}");
+        // The default interval: the 1 s grid. A short one: a tenth of it.
+        for (interval, late) in [
+            (Duration::from_secs(10), HEARTBEAT_GRID),
+            (Duration::from_millis(200), Duration::from_millis(20)),
+        ] {
+            for sent in [base, base + Duration::from_millis(333)] {
+                let t = next_heartbeat(sent, interval);
+                assert!(
+                    t >= sent + interval && t < sent + interval + late,
+                    "{interval:?}"
+                );
+            }
         }
-        // 350 ms of deadlines land on at most five grid points.
-        let mut points = due.clone();
-        points.dedup();
-        assert!(points.len() <= 5, "{}", points.len());
-        // A short interval gets a finer grid.
-        let short = Duration::from_millis(200);
-        let t = next_heartbeat(base, short);
-        assert!(t >= base + short && t < base + short + Duration::from_millis(20));
     }
 
     #[test]
