@@ -116,7 +116,6 @@ impl Gateway {
             .max(Duration::from_millis(10));
         let state = StreamState {
             keepalive: tokio::time::interval_at(quiet_until(keepalive), keepalive),
-            keepalive_every: keepalive,
             initial: Some(initial),
             skip: catch_up.keys,
             catch_up: catch_up.events.into(),
@@ -141,9 +140,9 @@ impl Gateway {
 /// One Subscribe stream: the current upstream state, the backlog after the resume cursor,
 /// then live events until the chat ends.
 struct StreamState {
-    /// Ticks while the stream is quiet; reset by every event.
+    /// Ticks while the stream is quiet; reset by every event. Its period is the keepalive
+    /// interval.
     keepalive: tokio::time::Interval,
-    keepalive_every: Duration,
     initial: Option<pb::ChatEvent>,
     /// What a transcript catch-up found, delivered first.
     catch_up: VecDeque<pb::ChatEvent>,
@@ -268,7 +267,7 @@ async fn next_event(
                 None => match tokio::select! {
                     r = st.live.recv() => r,
                     _ = st.keepalive.tick() => {
-                        st.keepalive.reset_at(quiet_until(st.keepalive_every));
+                        st.keepalive.reset_at(quiet_until(st.keepalive.period()));
                         let ev = pb::ChatEvent {
                             cursor: st.cursor.clone(),
                             event: Some(pb::chat_event::Event::Keepalive(pb::Keepalive {})),
@@ -319,7 +318,7 @@ async fn next_event(
             Some(Stitched::Instead(e)) => break e,
         }
     };
-    st.keepalive.reset_at(quiet_until(st.keepalive_every));
+    st.keepalive.reset_at(quiet_until(st.keepalive.period()));
     st.guard.session().metrics.events_delivered.inc();
     if !next.cursor.is_empty() {
         st.cursor.clone_from(&next.cursor);

@@ -58,6 +58,14 @@ async fn redis_commands(url: &str) -> Result<(u64, u64)> {
     Ok((commands, scripts))
 }
 
+/// Each process's resident memory, bytes (0 where it cannot be read).
+fn resident(processes: &[Proc]) -> Vec<u64> {
+    processes
+        .iter()
+        .map(|p| procs::rss_bytes(p.pid).unwrap_or(0))
+        .collect()
+}
+
 /// The held chats' figures: each replica's memory growth per chat it serves since
 /// `rss_before`, then the idle CPU of every process and Redis's commands over the idle window.
 async fn held(
@@ -68,10 +76,7 @@ async fn held(
     chats: usize,
 ) -> Result<ClusterHeld> {
     tokio::time::sleep(Duration::from_secs_f64(cfg.settle_secs)).await;
-    let rss_after: Vec<u64> = gateways
-        .iter()
-        .map(|g| procs::rss_bytes(g.pid).unwrap_or(0))
-        .collect();
+    let rss_after = resident(gateways);
     // The owner serves every chat; reader r (1-based past the owner) every chat i with
     // i % (REPLICAS - 1) == r - 1, as the setup spread them.
     let served: Vec<usize> = (0..gateways.len())
@@ -167,10 +172,8 @@ pub async fn run(cfg: &BenchConfig, single: Option<&stats::Summary>) -> Result<C
         gateways.push(gw);
     }
 
-    let settle = Duration::from_secs_f64(cfg.settle_secs);
-    tokio::time::sleep(settle).await;
-    let rss = |g: &Proc| procs::rss_bytes(g.pid).unwrap_or(0);
-    let rss_before: Vec<u64> = gateways.iter().map(rss).collect();
+    tokio::time::sleep(Duration::from_secs_f64(cfg.settle_secs)).await;
+    let rss_before = resident(&gateways);
     eprintln!("bench: cluster: {chats} chats started on replica 1, read on replicas 2 and 3");
     let rec = Arc::new(Recorder::default());
     let tasks = Mutex::new(JoinSet::new());
