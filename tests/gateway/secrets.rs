@@ -61,6 +61,11 @@ fn longest_token_like_run(text: &str) -> usize {
 async fn a_whole_chat_logs_none_of_its_secrets() {
     let logs = Buffer::default();
     let writer = logs.clone();
+    // Log sites cache whether anybody listens, process-wide. While only one dispatcher is
+    // registered, a site first reached on another test's thread asks that thread's default
+    // alone (none: "nobody listens") and caches the answer for every thread. A second
+    // registered dispatcher, under the capture, makes every site ask all of them.
+    let _second = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
     let _capture = tracing::subscriber::set_default(
         tracing_subscriber::fmt()
             .with_env_filter("connect_chat_gateway=trace")
@@ -96,9 +101,8 @@ async fn a_whole_chat_logs_none_of_its_secrets() {
         },
     )
     .await;
-    // Log sites are registered once per process, by whichever thread reaches them first: one
-    // another test reached while this capture was being installed may have cached "nobody
-    // listens". Recompute now that the capture is in place.
+    // A site another thread reached while the dispatchers were being registered may still
+    // have cached "nobody listens". Recompute now that both are in place.
     tracing::callsite::rebuild_interest_cache();
     let exp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
