@@ -273,26 +273,51 @@ impl Connect {
 
     /// Opens a participant socket: the configured size caps, a small read buffer instead of
     /// tungstenite's 128 KiB default (allocated and zeroed on every read attempt of every
-    /// socket; larger frames grow it), Nagle off, and the TLS configuration built at start
-    /// for `wss://`.
+    /// socket; larger frames grow it), Nagle off, and for `wss://` the TLS configuration
+    /// built at start, on a TLS stream that keeps no buffers while idle.
     pub async fn open_socket(
         &self,
         url: &Secret,
     ) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
-        let (ws, response) = tokio_tungstenite::connect_async_tls_with_config(
-            url.expose(),
-            Some(self.socket_config),
-            true,
-            Some(self.socket_connector()),
-        )
-        .await?;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::error::{Error, UrlError};
+        let request = url.expose().into_client_request()?;
+        let secure = match request.uri().scheme_str() {
+            Some("wss") => true,
+            Some("ws") => false,
+            _ => return Err(Error::Url(UrlError::UnsupportedUrlScheme)),
+        };
+        let host = request
+            .uri()
+            .host()
+            .ok_or(Error::Url(UrlError::NoHostName))?;
+        // An IPv6 address is bracketed in a URL, bare in a socket address or a server name.
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+            .to_owned();
+        let port = request
+            .uri()
+            .port_u16()
+            .unwrap_or(if secure { 443 } else { 80 });
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        tcp.set_nodelay(true)?;
+        let stream = if secure {
+            let tls = super::tls::TlsStream::connect(tcp, self.socket_tls.clone(), &host).await?;
+            super::stream::SocketStream::Tls(Box::new(tls))
+        } else {
+            super::stream::SocketStream::Plain(tcp)
+        };
+        let (ws, response) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(self.socket_config))
+                .await?;
         // Tungstenite keeps the upgrade's 4 KiB read buffer for the socket's whole life,
         // whatever `read_buffer_size` says. The socket is rebuilt over the same stream with a
         // buffer of its own size: nothing is in the old one, because Connect sends nothing
-        // before the client's subscribe, which has not been sent yet. The stream is rebuilt
-        // too, its TLS state boxed.
+        // before the client's subscribe, which has not been sent yet.
         let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            super::stream::SocketStream::from(ws.into_inner()),
+            ws.into_inner(),
             tokio_tungstenite::tungstenite::protocol::Role::Client,
             Some(self.socket_config),
         )
@@ -309,11 +334,6 @@ impl Connect {
         self.socket_tls = crate::security::tls::socket_client_config(Some(path))?;
         self.http = http_client(&self.socket_tls, self.call_timeout);
         Ok(self)
-    }
-
-    /// The connector participant sockets are opened with.
-    pub fn socket_connector(&self) -> tokio_tungstenite::Connector {
-        tokio_tungstenite::Connector::Rustls(self.socket_tls.clone())
     }
 
     pub async fn start_chat(&self, req: StartChat) -> Result<StartedChat, UpstreamError> {

@@ -10,6 +10,7 @@ pub mod item;
 pub mod push;
 pub mod socket;
 pub mod stream;
+pub mod tls;
 pub mod views;
 
 pub use client::{

@@ -1,28 +1,19 @@
-//! The byte stream under a participant socket. tokio-tungstenite's own stream keeps its TLS
-//! variant inline (rustls' client state, about 1.3 KiB), so a plain `ws://` socket reserved it
-//! too, in every session, for the socket's whole life; here the TLS stream is boxed.
+//! The byte stream under a participant socket: plain TCP inline, TLS boxed, so a plain
+//! `ws://` socket does not reserve rustls' client state (about 1.3 KiB) for its whole life.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_tungstenite::MaybeTlsStream;
 
-/// A participant socket's stream: plain TCP inline, anything else (TLS) on the heap.
+use super::tls::TlsStream;
+
+/// A participant socket's stream: plain TCP inline, TLS on the heap.
 #[derive(Debug)]
 pub enum SocketStream {
     Plain(TcpStream),
-    Tls(Box<MaybeTlsStream<TcpStream>>),
-}
-
-impl From<MaybeTlsStream<TcpStream>> for SocketStream {
-    fn from(stream: MaybeTlsStream<TcpStream>) -> Self {
-        match stream {
-            MaybeTlsStream::Plain(tcp) => Self::Plain(tcp),
-            other => Self::Tls(Box::new(other)),
-        }
-    }
+    Tls(Box<TlsStream>),
 }
 
 impl AsyncRead for SocketStream {
@@ -86,6 +77,7 @@ impl AsyncWrite for SocketStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_tungstenite::MaybeTlsStream;
 
     #[test]
     fn a_plain_stream_does_not_reserve_the_tls_state() {
