@@ -193,10 +193,10 @@ fn drive(
             ConnectionState::WriteTraffic(mut traffic) => {
                 match action {
                     Action::Nothing => {}
-                    Action::Encrypt(data) => append(
+                    Action::Encrypt(plain) => append(
                         outgoing,
-                        data.len() + CONTROL_ROOM,
-                        |buf| traffic.encrypt(data, buf),
+                        plain.len() + CONTROL_ROOM,
+                        |buf| traffic.encrypt(plain, buf),
                         encrypt_required,
                         other,
                     )?,
@@ -479,6 +479,16 @@ mod tests {
         w.shutdown().await.unwrap();
     }
 
+    /// Our close_notify reaches the echo server, whose own then ends our reads with nothing
+    /// more.
+    async fn closes_cleanly(mut tls: TlsStream, server: tokio::task::JoinHandle<()>) {
+        tls.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        tls.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        server.await.unwrap();
+    }
+
     #[tokio::test]
     async fn data_both_ways_arrives_whole_and_an_idle_stream_holds_no_buffer() {
         let (listener, acceptor, config) = server().await;
@@ -495,11 +505,7 @@ mod tests {
             assert!(got == sent, "{len} bytes came back altered");
             assert!(holds_nothing(&tls), "after {len} bytes: {tls:?}");
         }
-        tls.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        tls.read_to_end(&mut rest).await.unwrap();
-        assert!(rest.is_empty());
-        server.await.unwrap();
+        closes_cleanly(tls, server).await;
     }
 
     #[tokio::test]
@@ -536,11 +542,7 @@ mod tests {
         let mut got = vec![0; sent.len()];
         tls.read_exact(&mut got).await.unwrap();
         assert!(got == sent, "the relayed bytes came back altered");
-        tls.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        tls.read_to_end(&mut rest).await.unwrap();
-        assert!(rest.is_empty());
-        server.await.unwrap();
+        closes_cleanly(tls, server).await;
     }
 
     #[tokio::test]
