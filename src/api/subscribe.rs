@@ -116,7 +116,7 @@ impl Gateway {
             .max(Duration::from_millis(10));
         let state = StreamState {
             keepalive: tokio::time::interval_at(quiet_until(keepalive), keepalive),
-            initial: Some(initial),
+            initial: Some(Box::new(initial)),
             skip: catch_up.keys,
             catch_up: catch_up.events.into(),
             backlog: sub.backlog.into(),
@@ -143,7 +143,8 @@ struct StreamState {
     /// Ticks while the stream is quiet; reset by every event. Its period is the keepalive
     /// interval.
     keepalive: tokio::time::Interval,
-    initial: Option<pb::ChatEvent>,
+    /// Boxed: it is sent once, and inline its room would stay reserved for the stream's life.
+    initial: Option<Box<pb::ChatEvent>>,
     /// What a transcript catch-up found, delivered first.
     catch_up: VecDeque<pb::ChatEvent>,
     /// Keys of items the catch-up delivered, skipped when the history or the socket brings
@@ -253,7 +254,7 @@ async fn next_event(
         return None;
     }
     if let Some(ev) = st.initial.take() {
-        return Some((Ok(ev), st));
+        return Some((Ok(*ev), st));
     }
     if let Some(ev) = st.catch_up.pop_front() {
         st.cursor.clone_from(&ev.cursor);

@@ -30,6 +30,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 type Ws = WebSocketStream<crate::connect::stream::SocketStream>;
+/// A socket as the actor holds it: boxed, because every place that holds one across an await
+/// (the pump's argument and its binding, the connect's result) reserved its 312 B in every
+/// session's task.
+type BoxedWs = Box<Ws>;
 
 /// Why a socket stopped being used.
 #[derive(Debug)]
@@ -85,7 +89,7 @@ pub(super) async fn run(
     upstream: &Connect,
     settings: &SessionSettings,
     refresh_requests: &mut Receiver<RefreshRequest>,
-    owner: Option<(Owner, CancellationToken)>,
+    owner: Option<(Box<Owner>, CancellationToken)>,
 ) -> Outcome {
     let span = tracing::info_span!("chat", contact_id = %session.key);
     let mut seen = Seen::new(settings.history.max(1024));
@@ -99,7 +103,7 @@ pub(super) async fn run(
         seen.insert(&k);
     }
     let (owner, stop) = match owner {
-        Some((o, stop)) => (Some(Box::new(o)), stop),
+        Some((o, stop)) => (Some(o), stop),
         None => (None, session.cancel.clone()),
     };
     let mut actor = Actor {
@@ -327,7 +331,7 @@ impl Actor<'_> {
     }
 
     /// Fresh URL and token, socket open and subscribed, and what was missed backfilled.
-    async fn connect(&mut self) -> Result<Ws, UpstreamError> {
+    async fn connect(&mut self) -> Result<BoxedWs, UpstreamError> {
         let opened = open_socket(
             self.upstream.clone(),
             self.session.participant_token.clone(),
@@ -341,7 +345,7 @@ impl Actor<'_> {
                 .await
                 .map_err(|_| UpstreamError::Unavailable)?;
         }
-        Ok(opened.ws)
+        Ok(Box::new(opened.ws))
     }
 
     /// Makes a fresh connection token the session's (and in cluster mode, every replica's).
@@ -437,7 +441,7 @@ impl Actor<'_> {
         async move { upstream.create_connection(&participant_token, false).await }.boxed()
     }
 
-    async fn pump(&mut self, mut ws: Ws, requests: &mut Receiver<RefreshRequest>) -> Stop {
+    async fn pump(&mut self, mut ws: BoxedWs, requests: &mut Receiver<RefreshRequest>) -> Stop {
         let mut awaiting_heartbeat = false;
         let idle_check = (self.settings.idle_timeout / 4).max(Duration::from_millis(10));
         let now = Instant::now();
@@ -661,7 +665,7 @@ impl Actor<'_> {
             }));
         }
         if !matches!(stop, Stop::Dead(_)) {
-            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), (*ws).close(None)).await;
         }
         // A chat whose end was requested ends even if the socket died meanwhile.
         if matches!(stop, Stop::Dead(_)) && self.session.ending.is_cancelled() {
@@ -674,7 +678,7 @@ impl Actor<'_> {
     /// old socket was read to its barrier; if not, the transcript fills the gap.
     async fn swap(
         &mut self,
-        ws: &mut Ws,
+        ws: &mut BoxedWs,
         new: Box<(Ws, Vec<Item>)>,
         drained: bool,
     ) -> Result<(), Stop> {
@@ -682,7 +686,7 @@ impl Actor<'_> {
         for item in early {
             self.deliver(Box::new(item)).await?;
         }
-        let mut old = std::mem::replace(ws, new);
+        let mut old = std::mem::replace(&mut **ws, new);
         if !drained {
             // Boxed: the pager's and the SDK's futures are large, and inline they would sit in
             // every session's task for its whole life (this path is rare).

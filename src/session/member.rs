@@ -272,10 +272,10 @@ async fn own(
     // What the previous owner wrote last is history before the socket opens.
     catch_up(session).await;
     let stop = session.cancel.child_token();
-    let owner = Owner {
+    let owner = Box::new(Owner {
         cluster: cluster.clone(),
         lease: lease.clone(),
-    };
+    });
     let ttl = cluster.settings().lease_ttl;
     let renew_every = cluster.settings().renew_every();
     let actor = actor::run(

@@ -196,7 +196,8 @@ pub struct Session {
     last_used: Mutex<Instant>,
     /// Typing and receipts forwarded to Connect: held per chat, so it ends with the chat.
     event_budget: Mutex<EventBudget>,
-    settings: SessionSettings,
+    /// The process's settings, shared: a copy in every session cost about 200 B a chat.
+    settings: Arc<SessionSettings>,
     pub(crate) metrics: Arc<Metrics>,
     /// Cluster mode only (boxed: one process mode does not pay for it in every session).
     link: Option<Box<Link>>,
@@ -574,7 +575,7 @@ type OnEnd = Box<dyn Fn(&str, &str) + Send + Sync>;
 struct Inner {
     upstream: Connect,
     store: Arc<dyn SessionStore>,
-    settings: SessionSettings,
+    settings: Arc<SessionSettings>,
     live: Mutex<HashMap<String, Arc<Session>>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -607,7 +608,7 @@ impl Sessions {
             inner: Arc::new(Inner {
                 upstream,
                 store,
-                settings,
+                settings: Arc::new(settings),
                 live: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),

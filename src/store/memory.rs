@@ -16,7 +16,9 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Records {
-    by_contact: HashMap<String, ChatRecord>,
+    /// Boxed: the table reserves up to twice its records' slots, and a record inline is about
+    /// 200 B.
+    by_contact: HashMap<String, Box<ChatRecord>>,
     /// Contact ids of the ended records, oldest end first: the eviction order.
     ended: LinkedHashSet<String>,
 }
@@ -50,7 +52,7 @@ impl SessionStore for MemoryStore {
         let key = record.key().into_owned();
         if let Some(existing) = records.by_contact.get_mut(&key) {
             existing.merge(record);
-            return Ok(existing.clone());
+            return Ok(ChatRecord::clone(existing));
         }
         while records.by_contact.len() >= self.capacity {
             let Some(oldest) = records.ended.pop_front() else {
@@ -61,12 +63,16 @@ impl SessionStore for MemoryStore {
         if record.ended {
             records.ended.insert(key.clone());
         }
-        records.by_contact.insert(key, record.clone());
+        records.by_contact.insert(key, Box::new(record.clone()));
         Ok(record)
     }
 
     async fn get(&self, contact_id: &str) -> Result<Option<ChatRecord>, StoreError> {
-        Ok(self.lock().by_contact.get(contact_id).cloned())
+        Ok(self
+            .lock()
+            .by_contact
+            .get(contact_id)
+            .map(|r| ChatRecord::clone(r)))
     }
 
     async fn mark_ended(&self, contact_id: &str) -> Result<(), StoreError> {
