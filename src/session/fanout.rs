@@ -3,7 +3,8 @@
 //!
 //! It replaces a broadcast channel that preallocated all its slots (about 10 KiB per chat at
 //! the default bound of 256, whether the chat was busy or idle). Events are shared (`Arc`), so
-//! the ring holds pointers; a quiet chat's ring holds a handful of them.
+//! the ring holds pointers, and only to events some subscriber has still to read: once every
+//! subscriber has read an event, the ring lets go of it.
 
 use super::SharedEvent;
 use std::collections::VecDeque;
@@ -25,6 +26,25 @@ struct Ring {
     /// The sequence number of `events[0]`.
     head: u64,
     closed: bool,
+    /// The sequence number each listener reads next, by its slot (`None`: a free slot). At
+    /// most the chat's subscribers, which the session bounds.
+    readers: Vec<Option<u64>>,
+}
+
+impl Ring {
+    /// Drops the events every listener has read (all of them when nobody listens).
+    fn trim(&mut self) {
+        let oldest_unread = self
+            .readers
+            .iter()
+            .flatten()
+            .copied()
+            .min()
+            .unwrap_or(self.head + self.events.len() as u64);
+        while self.head < oldest_unread && self.events.pop_front().is_some() {
+            self.head += 1;
+        }
+    }
 }
 
 /// The publishing side, owned by the session.
@@ -43,6 +63,7 @@ impl Fanout {
                 events: VecDeque::new(),
                 head: 0,
                 closed: false,
+                readers: Vec::new(),
             }),
             notify: Notify::new(),
             capacity: capacity.max(1),
@@ -65,6 +86,7 @@ impl Fanout {
                 ring.events.pop_front();
                 ring.head += 1;
             }
+            ring.trim();
         }
         self.notify.notify_waiters();
     }
@@ -77,9 +99,19 @@ impl Fanout {
 
     /// A subscriber that receives every event published from now on.
     pub fn subscribe(self: &Arc<Self>) -> Listener {
-        let ring = self.lock();
+        let mut ring = self.lock();
+        let next = ring.head + ring.events.len() as u64;
+        let slot = match ring.readers.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                ring.readers.push(None);
+                ring.readers.len() - 1
+            }
+        };
+        ring.readers[slot] = Some(next);
         Listener {
-            next: ring.head + ring.events.len() as u64,
+            next,
+            slot,
             fanout: self.clone(),
         }
     }
@@ -91,6 +123,18 @@ pub struct Listener {
     fanout: Arc<Fanout>,
     /// The sequence number of the next event to receive.
     next: u64,
+    /// Where the ring keeps `next`.
+    slot: usize,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let mut ring = self.fanout.lock();
+        if let Some(r) = ring.readers.get_mut(self.slot) {
+            *r = None;
+        }
+        ring.trim();
+    }
 }
 
 impl Listener {
@@ -103,16 +147,19 @@ impl Listener {
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let ring = self.fanout.lock();
+                let mut ring = self.fanout.lock();
                 if self.next < ring.head {
                     let missed = ring.head - self.next;
                     self.next = ring.head;
+                    ring.readers[self.slot] = Some(self.next);
                     return Err(RecvError::Lagged(missed));
                 }
                 let index = usize::try_from(self.next - ring.head).unwrap_or(usize::MAX);
-                if let Some(event) = ring.events.get(index) {
+                if let Some(event) = ring.events.get(index).cloned() {
                     self.next += 1;
-                    return Ok(event.clone());
+                    ring.readers[self.slot] = Some(self.next);
+                    ring.trim();
+                    return Ok(event);
                 }
                 if ring.closed {
                     return Err(RecvError::Closed);
@@ -188,6 +235,37 @@ mod tests {
         assert_eq!(l.recv().await.unwrap_err(), RecvError::Closed);
         let mut late = f.subscribe();
         assert_eq!(late.recv().await.unwrap_err(), RecvError::Closed);
+    }
+
+    #[tokio::test]
+    async fn the_ring_lets_go_of_what_every_subscriber_has_read() {
+        let f = Fanout::new(8);
+        f.publish(ev(0)); // nobody listens: not kept
+        assert_eq!(f.lock().events.len(), 0);
+        let mut a = f.subscribe();
+        let mut b = f.subscribe();
+        let first = ev(1);
+        f.publish(first.clone());
+        f.publish(ev(2));
+        assert_eq!(id(&a.recv().await.unwrap()), 1);
+        assert_eq!(Arc::strong_count(&first), 2, "b has still to read it");
+        assert_eq!(id(&b.recv().await.unwrap()), 1);
+        assert_eq!(
+            Arc::strong_count(&first),
+            1,
+            "read by both: the ring let go"
+        );
+        assert_eq!(f.lock().events.len(), 1);
+        drop(b); // a gone subscriber holds nothing back
+        assert_eq!(id(&a.recv().await.unwrap()), 2);
+        assert_eq!(f.lock().events.len(), 0);
+        // A slot freed is reused, and a new subscriber reads from the next event on.
+        let mut c = f.subscribe();
+        assert_eq!(f.lock().readers.len(), 2);
+        f.publish(ev(3));
+        assert_eq!(id(&c.recv().await.unwrap()), 3);
+        assert_eq!(id(&a.recv().await.unwrap()), 3);
+        assert_eq!(f.lock().events.len(), 0);
     }
 
     #[tokio::test]
