@@ -31,8 +31,10 @@ const NOTICE_BAD_JSON: &str = r#"{"message":"Invalid frame: expected a JSON obje
 const NOTICE_BAD_TOPIC: &str = r#"{"message":"Unsupported topic"}"#;
 const NOTICE_BINARY: &str = r#"{"message":"Binary frames are not supported"}"#;
 
-/// Read buffer of a socket, bytes.
-const SOCKET_READ_BUFFER: usize = 4 * 1024;
+/// Read buffer of a socket, bytes. Client frames are tiny (subscribe, heartbeats; a larger
+/// one grows the buffer), and tungstenite zero-fills the buffer up to this size before every
+/// read attempt, which here is every time the socket's task wakes to write a frame.
+const SOCKET_READ_BUFFER: usize = 512;
 
 /// Frames written per flush at most, so a busy socket still reads client frames.
 const WRITE_BATCH: usize = 64;
