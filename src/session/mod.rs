@@ -126,9 +126,38 @@ impl Upstream {
 /// What a subscriber receives: events are shared, never copied per subscriber until encoded.
 pub type SharedEvent = Arc<pb::ChatEvent>;
 
+/// An event as the history keeps it: encoded (protobuf), about a third of the memory of the
+/// decoded event with its strings, decoded again only for a subscriber that replays it.
+/// Shared, so that a replay copies the entries out under the session's lock and decodes them
+/// after it.
+type Recorded = bytes::Bytes;
+
+fn record(event: &pb::ChatEvent) -> Recorded {
+    use prost::Message;
+    let mut bytes = Vec::with_capacity(event.encoded_len());
+    // Encoding into a buffer of the encoded length does not fail.
+    let _ = event.encode(&mut bytes);
+    bytes.into()
+}
+
+/// The history entries' events, still encoded.
+fn recorded<'a>(entries: impl Iterator<Item = &'a (String, Recorded)>) -> Vec<Recorded> {
+    entries.map(|(_, bytes)| bytes.clone()).collect()
+}
+
+/// Recorded events, decoded. They were encoded here, so they decode; one that did not would be
+/// left out rather than sent as an empty event.
+fn replay(recorded: Vec<Recorded>) -> Vec<SharedEvent> {
+    use prost::Message;
+    recorded
+        .into_iter()
+        .filter_map(|bytes| pb::ChatEvent::decode(bytes).ok().map(Arc::new))
+        .collect()
+}
+
 struct State {
-    /// Recent events, oldest first, for resuming subscribers.
-    history: VecDeque<(String, SharedEvent)>,
+    /// Recent events with their keys, oldest first, for resuming subscribers.
+    history: VecDeque<(String, Recorded)>,
     upstream: Upstream,
     ended: bool,
     last_cursor: Option<Cursor>,
@@ -269,11 +298,9 @@ impl Session {
     pub fn recent_events(&self, limit: usize) -> Vec<SharedEvent> {
         let st = self.lock();
         let skip = st.history.len().saturating_sub(limit);
-        st.history
-            .iter()
-            .skip(skip)
-            .map(|(_, e)| e.clone())
-            .collect()
+        let events = recorded(st.history.iter().skip(skip));
+        drop(st);
+        replay(events)
     }
 
     /// Cluster mode: whether this replica holds the chat's socket (`None` in one process,
@@ -315,7 +342,7 @@ impl Session {
         };
         let backlog = match resume {
             None => Vec::new(),
-            Some(c) if c.key.is_empty() => st.history.iter().map(|(_, e)| e.clone()).collect(),
+            Some(c) if c.key.is_empty() => recorded(st.history.iter()),
             Some(c) => {
                 // The event itself, or else (an ephemeral event the history dropped) the
                 // transcript item before it.
@@ -330,11 +357,7 @@ impl Session {
                             .flatten()
                     })
                     .ok_or(SessionError::BadCursor)?;
-                st.history
-                    .iter()
-                    .skip(pos + 1)
-                    .map(|(_, e)| e.clone())
-                    .collect()
+                recorded(st.history.iter().skip(pos + 1))
             }
         };
         if !st.ended {
@@ -348,15 +371,20 @@ impl Session {
         self.subscribers.fetch_add(1, Ordering::Relaxed);
         self.metrics.subscribers.inc();
         self.touch();
+        let live = fanout.subscribe();
+        let (upstream, ended) = (st.upstream, st.ended);
+        let cursor = match resume {
+            Some(c) => c.encode(),
+            None => st.last_cursor.clone().unwrap_or_default().encode(),
+        };
+        // Decoded outside the lock: the actor publishes under it.
+        drop(st);
         Ok(Subscription {
-            backlog,
-            live: fanout.subscribe(),
-            upstream: st.upstream,
-            ended: st.ended,
-            cursor: match resume {
-                Some(c) => c.encode(),
-                None => st.last_cursor.clone().unwrap_or_default().encode(),
-            },
+            backlog: replay(backlog),
+            live,
+            upstream,
+            ended,
+            cursor,
             guard: SubscriberGuard(self.clone()),
         })
     }
@@ -398,7 +426,7 @@ impl Session {
 
     fn record_item(&self, st: &mut State, key: String, cursor: Cursor, ev: SharedEvent) {
         st.last_cursor = Some(cursor);
-        st.history.push_back((key, ev.clone()));
+        st.history.push_back((key, record(&ev)));
         while st.history.len() > self.settings.history {
             st.history.pop_front();
         }
@@ -778,5 +806,41 @@ impl Sessions {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
         let _ = tokio::time::timeout(grace, self.inner.tasks.wait()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_history_replays_an_event_as_it_was_published() {
+        let event = pb::ChatEvent {
+            cursor: Cursor {
+                key: "item-1".into(),
+                durable_id: "item-1".into(),
+            }
+            .encode(),
+            item_id: "item-1".into(),
+            time: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 123_000_000,
+            }),
+            sender: Some(pb::Participant {
+                participant_id: "agent-1".into(),
+                display_name: "Agent \u{e9}".into(),
+                role: 2,
+            }),
+            event: Some(pb::chat_event::Event::Message(pb::Message {
+                content_type: "text/plain".into(),
+                content: "hello\nworld".into(),
+                chunk_number: 2,
+                completed: true,
+            })),
+        };
+        let history = [("item-1".to_string(), record(&event))];
+        let replayed = replay(recorded(history.iter()));
+        assert_eq!(replayed.len(), 1);
+        assert_eq!(*replayed[0], event);
     }
 }
