@@ -327,5 +327,8 @@ async fn next_event(
     if is_end(&next) {
         st.done = true;
     }
-    Some((Ok((*next).clone()), st))
+    // The last subscriber to read an event holds it alone (the fan-out lets go of what every
+    // subscriber has read, and the history keeps its own encoded copy): it takes the event
+    // instead of copying it.
+    Some((Ok(Arc::unwrap_or_clone(next)), st))
 }
