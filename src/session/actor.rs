@@ -415,7 +415,8 @@ impl Actor<'_> {
     async fn deliver(&mut self, item: Box<Item>) -> Result<bool, Stop> {
         self.session.metrics.events_received.inc();
         let key = item.dedupe_key();
-        if self.seen.contains(&key) {
+        let seen_key = self.seen.digest(&key);
+        if self.seen.contains_digest(seen_key) {
             self.session.metrics.events_duplicate.inc();
             return Ok(false);
         }
@@ -427,7 +428,7 @@ impl Actor<'_> {
         } else {
             self.session.publish_item(&item, key.clone());
         }
-        self.seen.insert(&key);
+        self.seen.insert_digest(seen_key);
         if !item.is_ephemeral() {
             self.last_durable = item.id.clone();
         }

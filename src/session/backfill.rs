@@ -6,6 +6,7 @@ use crate::connect::item::Item;
 use crate::connect::{TranscriptPage, TranscriptQuery};
 use hashlink::LinkedHashSet;
 use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
 
 /// Items per GetTranscript page (Connect's largest).
 const PAGE_SIZE: i32 = 100;
@@ -70,25 +71,48 @@ where
 }
 
 /// Item keys already delivered, bounded: the oldest are forgotten first.
+///
+/// A key is kept as a 128-bit digest (two independently keyed SipHashes), not as a string:
+/// a busy chat keeps up to a thousand keys, and a string cost each of them another allocation
+/// of about 48 B. Two keys of one chat's window share a digest with a probability of about
+/// 2^-109, far below anything else that could lose an item.
 pub struct Seen {
-    keys: LinkedHashSet<String>,
+    keys: LinkedHashSet<u128>,
+    /// The keys of the two digests, this set's own.
+    digest: (RandomState, RandomState),
     cap: usize,
 }
+
+/// A key digested by one [`Seen`] (meaningless to another).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeenKey(u128);
 
 impl Seen {
     pub fn new(cap: usize) -> Self {
         Self {
             keys: LinkedHashSet::new(),
+            digest: (RandomState::new(), RandomState::new()),
             cap: cap.max(16),
         }
     }
 
+    /// The key as this set keeps it: digest it once to both ask and record.
+    pub fn digest(&self, key: &str) -> SeenKey {
+        let (a, b) = &self.digest;
+        SeenKey((u128::from(a.hash_one(key)) << 64) | u128::from(b.hash_one(key)))
+    }
+
     /// Records the key; false when it was seen already.
     pub fn insert(&mut self, key: &str) -> bool {
-        if self.keys.contains(key) {
+        self.insert_digest(self.digest(key))
+    }
+
+    /// [`Self::insert`] for a key already digested.
+    pub fn insert_digest(&mut self, key: SeenKey) -> bool {
+        if self.keys.contains(&key.0) {
             return false;
         }
-        self.keys.insert(key.to_owned());
+        self.keys.insert(key.0);
         if self.keys.len() > self.cap {
             self.keys.pop_front();
         }
@@ -96,7 +120,12 @@ impl Seen {
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        self.keys.contains(key)
+        self.contains_digest(self.digest(key))
+    }
+
+    /// [`Self::contains`] for a key already digested.
+    pub fn contains_digest(&self, key: SeenKey) -> bool {
+        self.keys.contains(&key.0)
     }
 
     pub fn len(&self) -> usize {
@@ -128,9 +157,12 @@ mod tests {
         assert!(seen.insert("a"));
         assert!(!seen.insert("a"));
         for i in 0..100 {
-            seen.insert(&i.to_string());
+            assert!(seen.insert(&format!("item-{i}")), "item-{i} is new");
+            assert!(seen.contains(&format!("item-{i}")));
         }
         assert_eq!(seen.len(), 16);
+        assert!(!seen.contains("item-83"), "the oldest are forgotten first");
+        assert!(seen.contains("item-84"));
         assert!(seen.insert("a"));
     }
 
