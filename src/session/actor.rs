@@ -5,7 +5,7 @@
 //! Token refreshes and socket rotations run beside the pump, never in its way: heartbeats,
 //! frames and a drain are served while Connect answers.
 
-use super::backfill::{read_transcript, Seen};
+use super::backfill::{read_transcript, Seen, SeenKey};
 use super::signal::Receiver;
 use super::token::RefreshRequest;
 use super::{Session, SessionError, SessionSettings};
@@ -92,15 +92,15 @@ pub(super) async fn run(
     owner: Option<(Box<Owner>, CancellationToken)>,
 ) -> Outcome {
     let span = tracing::info_span!("chat", contact_id = %session.key);
-    let mut seen = Seen::new(settings.history.max(1024));
+    let mut seen = Seen::new(settings.history.max(1024), session.key_digest.clone());
     let (last_durable, known) = {
         let st = session.lock();
         let durable = st.durable();
-        let known: Vec<String> = st.history.iter().map(|(k, _)| k.clone()).collect();
+        let known: Vec<SeenKey> = st.history.iter().map(|(k, _)| *k).collect();
         ((!durable.is_empty()).then_some(durable), known)
     };
     for k in known {
-        seen.insert(&k);
+        seen.insert_digest(k);
     }
     let (owner, stop) = match owner {
         Some((o, stop)) => (Some(o), stop),
@@ -426,7 +426,7 @@ impl Actor<'_> {
             // session's task, cluster mode or not.
             Box::pin(self.append(entry)).await?;
         } else {
-            self.session.publish_item(&item, key.clone());
+            self.session.publish_item(&item, key, seen_key);
         }
         self.seen.insert_digest(seen_key);
         if !item.is_ephemeral() {

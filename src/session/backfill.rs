@@ -70,36 +70,55 @@ where
     out
 }
 
-/// Item keys already delivered, bounded: the oldest are forgotten first.
-///
-/// A key is kept as a 128-bit digest (two independently keyed SipHashes), not as a string:
-/// a busy chat keeps up to a thousand keys, and a string cost each of them another allocation
-/// of about 48 B. Two keys of one chat's window share a digest with a probability of about
-/// 2^-109, far below anything else that could lose an item.
-pub struct Seen {
-    keys: LinkedHashSet<u128>,
-    /// The keys of the two digests, this set's own.
-    digest: (RandomState, RandomState),
-    cap: usize,
+/// Digests an item's key into 128 bits (two independently keyed SipHashes): a chat's
+/// history and its de-duplication set keep up to a thousand keys each, and a string cost every
+/// one of them another allocation of about 48 B. Two keys of one chat's window share a digest
+/// with a probability of about 2^-109, far below anything else that could lose an item.
+#[derive(Clone, Debug)]
+pub struct KeyDigest(RandomState, RandomState);
+
+impl KeyDigest {
+    pub fn new() -> Self {
+        Self(RandomState::new(), RandomState::new())
+    }
+
+    pub fn of(&self, key: &str) -> SeenKey {
+        SeenKey((u128::from(self.0.hash_one(key)) << 64) | u128::from(self.1.hash_one(key)))
+    }
 }
 
-/// A key digested by one [`Seen`] (meaningless to another).
+impl Default for KeyDigest {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A key digested by one [`KeyDigest`] (meaningless to another).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeenKey(u128);
 
+/// Item keys already delivered, bounded: the oldest are forgotten first. Keys are kept as
+/// digests ([`KeyDigest`]).
+pub struct Seen {
+    keys: LinkedHashSet<u128>,
+    digest: KeyDigest,
+    cap: usize,
+}
+
 impl Seen {
-    pub fn new(cap: usize) -> Self {
+    /// A set of at most `cap` keys, digested by `digest` (the session's, so that the keys its
+    /// history holds can be recorded as they are).
+    pub fn new(cap: usize, digest: KeyDigest) -> Self {
         Self {
             keys: LinkedHashSet::new(),
-            digest: (RandomState::new(), RandomState::new()),
+            digest,
             cap: cap.max(16),
         }
     }
 
     /// The key as this set keeps it: digest it once to both ask and record.
     pub fn digest(&self, key: &str) -> SeenKey {
-        let (a, b) = &self.digest;
-        SeenKey((u128::from(a.hash_one(key)) << 64) | u128::from(b.hash_one(key)))
+        self.digest.of(key)
     }
 
     /// Records the key; false when it was seen already.
@@ -153,7 +172,7 @@ mod tests {
 
     #[test]
     fn seen_is_bounded() {
-        let mut seen = Seen::new(16);
+        let mut seen = Seen::new(16, KeyDigest::new());
         assert!(seen.insert("a"));
         assert!(!seen.insert("a"));
         for i in 0..100 {

@@ -19,6 +19,7 @@ use crate::pb;
 use crate::security::limits::{EventBudget, EventBudgetSettings};
 use crate::security::secret::Secret;
 use crate::store::{ChatRecord, SessionStore};
+use backfill::{KeyDigest, SeenKey};
 use cursor::Cursor;
 use fanout::{Fanout, Listener};
 use std::collections::{HashMap, VecDeque};
@@ -141,7 +142,7 @@ fn record(event: &pb::ChatEvent) -> Recorded {
 }
 
 /// The history entries' events, still encoded.
-fn recorded<'a>(entries: impl Iterator<Item = &'a (String, Recorded)>) -> Vec<Recorded> {
+fn recorded<'a>(entries: impl Iterator<Item = &'a (SeenKey, Recorded)>) -> Vec<Recorded> {
     entries.map(|(_, bytes)| bytes.clone()).collect()
 }
 
@@ -156,8 +157,9 @@ fn replay(recorded: Vec<Recorded>) -> Vec<SharedEvent> {
 }
 
 struct State {
-    /// Recent events with their keys, oldest first, for resuming subscribers.
-    history: VecDeque<(String, Recorded)>,
+    /// Recent events with their keys (digested by the session's [`KeyDigest`]), oldest first,
+    /// for resuming subscribers.
+    history: VecDeque<(SeenKey, Recorded)>,
     upstream: Upstream,
     ended: bool,
     last_cursor: Option<Cursor>,
@@ -230,6 +232,8 @@ pub struct Session {
     pub(crate) metrics: Arc<Metrics>,
     /// Cluster mode only (boxed: one process mode does not pay for it in every session).
     link: Option<Box<Link>>,
+    /// Digests the item keys of the history and of the actor's de-duplication set.
+    key_digest: KeyDigest,
 }
 
 /// A snapshot for GetChat.
@@ -346,14 +350,16 @@ impl Session {
             Some(c) => {
                 // The event itself, or else (an ephemeral event the history dropped) the
                 // transcript item before it.
+                let key = self.key_digest.of(&c.key);
                 let pos = st
                     .history
                     .iter()
-                    .position(|(k, _)| *k == c.key)
+                    .position(|(k, _)| *k == key)
                     .or_else(|| {
                         let durable = c.durable_id.as_str();
+                        let durable_key = self.key_digest.of(durable);
                         (!durable.is_empty())
-                            .then(|| st.history.iter().position(|(k, _)| k == durable))
+                            .then(|| st.history.iter().position(|(k, _)| *k == durable_key))
                             .flatten()
                     })
                     .ok_or(SessionError::BadCursor)?;
@@ -395,10 +401,12 @@ impl Session {
     }
 
     /// Records an item and fans it out (the caller has de-duplicated it).
-    fn publish_item(&self, item: &Item, key: String) {
+    /// `digest`: the item's key as the session's [`KeyDigest`] makes it (the actor has it
+    /// from its de-duplication already).
+    fn publish_item(&self, item: &Item, key: String, digest: SeenKey) {
         let mut st = self.lock();
-        let (ev, cursor) = event_with_cursor(item, key.clone(), &mut st.durable());
-        self.record_item(&mut st, key, cursor, Arc::new(ev));
+        let (ev, cursor) = event_with_cursor(item, key, &mut st.durable());
+        self.record_item(&mut st, digest, cursor, Arc::new(ev));
     }
 
     /// The log entry of an item (the caller has de-duplicated it).
@@ -424,7 +432,7 @@ impl Session {
         }
     }
 
-    fn record_item(&self, st: &mut State, key: String, cursor: Cursor, ev: SharedEvent) {
+    fn record_item(&self, st: &mut State, key: SeenKey, cursor: Cursor, ev: SharedEvent) {
         st.last_cursor = Some(cursor);
         st.history.push_back((key, record(&ev)));
         while st.history.len() > self.settings.history {
@@ -492,12 +500,13 @@ impl Session {
             }
             return;
         }
+        let digest = self.key_digest.of(&key);
         let cursor = Cursor {
-            key: key.clone(),
+            key,
             durable_id: durable,
         };
         event.cursor = cursor.encode();
-        self.record_item(st, key, cursor, Arc::new(event));
+        self.record_item(st, digest, cursor, Arc::new(event));
     }
 
     /// Cluster mode: applies a published entry if it follows the last one applied. False
@@ -763,6 +772,7 @@ impl Sessions {
                     reshare: Notify::new(),
                 })
             }),
+            key_digest: KeyDigest::new(),
         });
         session.metrics.live_chats.inc();
         live.insert(session.key.clone(), session.clone());
@@ -838,7 +848,7 @@ mod tests {
                 completed: true,
             })),
         };
-        let history = [("item-1".to_string(), record(&event))];
+        let history = [(KeyDigest::new().of("item-1"), record(&event))];
         let replayed = replay(recorded(history.iter()));
         assert_eq!(replayed.len(), 1);
         assert_eq!(*replayed[0], event);
