@@ -92,7 +92,7 @@ pub(super) async fn run(
     owner: Option<(Box<Owner>, CancellationToken)>,
 ) -> Outcome {
     let span = tracing::info_span!("chat", contact_id = %session.key);
-    let mut seen = Seen::new(settings.history.max(1024), session.key_digest.clone());
+    let mut seen = Seen::new(settings.history.max(1024));
     let (last_durable, known) = {
         let st = session.lock();
         let durable = st.durable();
@@ -100,7 +100,7 @@ pub(super) async fn run(
         ((!durable.is_empty()).then_some(durable), known)
     };
     for k in known {
-        seen.insert_digest(k);
+        seen.insert(k);
     }
     let (owner, stop) = match owner {
         Some((o, stop)) => (Some(o), stop),
@@ -415,8 +415,8 @@ impl Actor<'_> {
     async fn deliver(&mut self, item: Box<Item>) -> Result<bool, Stop> {
         self.session.metrics.events_received.inc();
         let key = item.dedupe_key();
-        let seen_key = self.seen.digest(&key);
-        if self.seen.contains_digest(seen_key) {
+        let seen_key = self.session.key_digest.of(&key);
+        if self.seen.contains(seen_key) {
             self.session.metrics.events_duplicate.inc();
             return Ok(false);
         }
@@ -428,7 +428,7 @@ impl Actor<'_> {
         } else {
             self.session.publish_item(&item, key, seen_key);
         }
-        self.seen.insert_digest(seen_key);
+        self.seen.insert(seen_key);
         if !item.is_ephemeral() {
             self.last_durable = item.id.clone();
         }

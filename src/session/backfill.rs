@@ -98,36 +98,23 @@ impl Default for KeyDigest {
 pub struct SeenKey(u128);
 
 /// Item keys already delivered, bounded: the oldest are forgotten first. Keys are kept as
-/// digests ([`KeyDigest`]).
+/// digests ([`KeyDigest`]): the session's, so that the keys its history holds are recorded as
+/// they are.
 pub struct Seen {
     keys: LinkedHashSet<u128>,
-    digest: KeyDigest,
     cap: usize,
 }
 
 impl Seen {
-    /// A set of at most `cap` keys, digested by `digest` (the session's, so that the keys its
-    /// history holds can be recorded as they are).
-    pub fn new(cap: usize, digest: KeyDigest) -> Self {
+    pub fn new(cap: usize) -> Self {
         Self {
             keys: LinkedHashSet::new(),
-            digest,
             cap: cap.max(16),
         }
     }
 
-    /// The key as this set keeps it: digest it once to both ask and record.
-    pub fn digest(&self, key: &str) -> SeenKey {
-        self.digest.of(key)
-    }
-
     /// Records the key; false when it was seen already.
-    pub fn insert(&mut self, key: &str) -> bool {
-        self.insert_digest(self.digest(key))
-    }
-
-    /// [`Self::insert`] for a key already digested.
-    pub fn insert_digest(&mut self, key: SeenKey) -> bool {
+    pub fn insert(&mut self, key: SeenKey) -> bool {
         if self.keys.contains(&key.0) {
             return false;
         }
@@ -138,12 +125,7 @@ impl Seen {
         true
     }
 
-    pub fn contains(&self, key: &str) -> bool {
-        self.contains_digest(self.digest(key))
-    }
-
-    /// [`Self::contains`] for a key already digested.
-    pub fn contains_digest(&self, key: SeenKey) -> bool {
+    pub fn contains(&self, key: SeenKey) -> bool {
         self.keys.contains(&key.0)
     }
 
@@ -172,17 +154,22 @@ mod tests {
 
     #[test]
     fn seen_is_bounded() {
-        let mut seen = Seen::new(16, KeyDigest::new());
-        assert!(seen.insert("a"));
-        assert!(!seen.insert("a"));
+        let digest = KeyDigest::new();
+        let key = |k: &str| digest.of(k);
+        let mut seen = Seen::new(16);
+        assert!(seen.insert(key("a")));
+        assert!(!seen.insert(key("a")));
         for i in 0..100 {
-            assert!(seen.insert(&format!("item-{i}")), "item-{i} is new");
-            assert!(seen.contains(&format!("item-{i}")));
+            assert!(seen.insert(key(&format!("item-{i}"))), "item-{i} is new");
+            assert!(seen.contains(key(&format!("item-{i}"))));
         }
         assert_eq!(seen.len(), 16);
-        assert!(!seen.contains("item-83"), "the oldest are forgotten first");
-        assert!(seen.contains("item-84"));
-        assert!(seen.insert("a"));
+        assert!(
+            !seen.contains(key("item-83")),
+            "the oldest are forgotten first"
+        );
+        assert!(seen.contains(key("item-84")));
+        assert!(seen.insert(key("a")));
     }
 
     #[tokio::test]

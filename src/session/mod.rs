@@ -357,9 +357,11 @@ impl Session {
                     .position(|(k, _)| *k == key)
                     .or_else(|| {
                         let durable = c.durable_id.as_str();
-                        let durable_key = self.key_digest.of(durable);
                         (!durable.is_empty())
-                            .then(|| st.history.iter().position(|(k, _)| *k == durable_key))
+                            .then(|| {
+                                let durable = self.key_digest.of(durable);
+                                st.history.iter().position(|(k, _)| *k == durable)
+                            })
                             .flatten()
                     })
                     .ok_or(SessionError::BadCursor)?;
