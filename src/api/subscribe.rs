@@ -49,7 +49,7 @@ impl Gateway {
             if !out.keys.insert(key.clone()) {
                 continue;
             }
-            let (ev, _) = crate::session::event_with_cursor(&item, key, &mut durable);
+            let (ev, _) = crate::session::event_with_cursor(item, key, &mut durable);
             out.events.push(ev);
         }
         out

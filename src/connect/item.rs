@@ -29,10 +29,8 @@ pub struct Item {
 }
 
 /// An item's `Type`. Types Connect adds later are kept as they came ([`ItemType::Other`]).
-#[derive(
-    Clone, Debug, PartialEq, Eq, Deserialize, Serialize, strum::EnumString, strum::AsRefStr,
-)]
-#[serde(from = "String", into = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, strum::EnumString, strum::AsRefStr)]
+#[serde(into = "String")]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum ItemType {
     Message,
@@ -78,11 +76,44 @@ impl ItemType {
     }
 }
 
+/// Reads a string-valued enum whose parse is total (`strum(default)`): a known value costs
+/// no allocation, an unknown one is kept as it came.
+struct StrEnum<T>(std::marker::PhantomData<T>);
+
+impl<T> serde::de::Visitor<'_> for StrEnum<T>
+where
+    T: std::str::FromStr + From<String>,
+{
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        Ok(v.parse().unwrap_or_else(|_| T::from(v.to_owned())))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<T, E> {
+        Ok(T::from(v))
+    }
+}
+
+impl<'de> Deserialize<'de> for ItemType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StrEnum(std::marker::PhantomData))
+    }
+}
+
+impl<'de> Deserialize<'de> for Role {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StrEnum(std::marker::PhantomData))
+    }
+}
+
 /// A participant's role. Roles Connect adds later are kept as they came.
-#[derive(
-    Clone, Debug, PartialEq, Eq, Deserialize, Serialize, strum::EnumString, strum::AsRefStr,
-)]
-#[serde(from = "String", into = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, strum::EnumString, strum::AsRefStr)]
+#[serde(into = "String")]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum Role {
     Agent,
@@ -311,10 +342,16 @@ fn message_processing(item: &Item) -> Option<pb::chat_event::Event> {
 }
 
 pub fn to_event(item: &Item) -> pb::ChatEvent {
+    into_event(item.clone())
+}
+
+/// [`to_event`] for an item no longer needed: its strings move into the event.
+pub fn into_event(mut item: Item) -> pb::ChatEvent {
     use pb::chat_event::Event;
     use ItemType as T;
+    let content_type = item.content_type.take().unwrap_or_default();
+    let ct = content_type.as_str();
     let kind = item.kind.as_ref();
-    let ct = item.content_type.as_deref().unwrap_or("");
     let event_name = ct.strip_prefix(EVENT_PREFIX);
     let receipt = |read: bool| -> Option<Event> {
         let meta = item.message_metadata.as_ref()?;
@@ -342,7 +379,7 @@ pub fn to_event(item: &Item) -> pb::ChatEvent {
             let meta = item.message_metadata.as_ref();
             Some(Event::Message(pb::Message {
                 content_type: ct.to_owned(),
-                content: item.content.clone().unwrap_or_default(),
+                content: item.content.take().unwrap_or_default(),
                 chunk_number: meta.and_then(|m| m.chunk_number).unwrap_or(0),
                 completed: meta.and_then(|m| m.message_completed).unwrap_or(true),
             }))
@@ -383,7 +420,7 @@ pub fn to_event(item: &Item) -> pb::ChatEvent {
         (_, Some("chat.rehydrated")) => Some(Event::ChatRehydrated(pb::ChatRehydrated {})),
         (_, Some("workflow.cancelled")) => Some(Event::WorkflowCancelled(pb::WorkflowCancelled {})),
         (_, Some(name)) if name.starts_with("authentication.") => {
-            authentication(&name["authentication.".len()..], item)
+            authentication(&name["authentication.".len()..], &item)
         }
         (Some(T::MessageRead), _) | (_, Some("message.read")) => receipt(true),
         (Some(T::MessageDelivered), _) | (_, Some("message.delivered")) => receipt(false),
@@ -391,7 +428,7 @@ pub fn to_event(item: &Item) -> pb::ChatEvent {
         // may carry the message's processing status.
         (Some(T::MessageMetadata), _) => receipt(true)
             .or_else(|| receipt(false))
-            .or_else(|| message_processing(item)),
+            .or_else(|| message_processing(&item)),
         (Some(T::Attachment), _) => item.attachments.as_ref().and_then(|a| a.first()).map(|a| {
             Event::Attachment(pb::Attachment {
                 attachment_id: a.attachment_id.clone().unwrap_or_default(),
@@ -406,22 +443,26 @@ pub fn to_event(item: &Item) -> pb::ChatEvent {
         Event::Raw(pb::RawItem {
             r#type: kind.map(|k| k.as_str().to_owned()).unwrap_or_default(),
             content_type: ct.to_owned(),
-            content: item.content.clone().unwrap_or_default(),
-            json: item.raw.clone(),
+            content: item.content.take().unwrap_or_default(),
+            json: std::mem::take(&mut item.raw),
         })
     });
     pb::ChatEvent {
         cursor: String::new(),
-        item_id: item.id.clone().unwrap_or_default(),
+        item_id: item.id.take().unwrap_or_default(),
         time: item.absolute_time.as_deref().and_then(parse_time),
-        sender: item.participant_id.as_ref().map(|id| pb::Participant {
-            participant_id: id.clone(),
-            display_name: item.display_name.clone().unwrap_or_default(),
-            role: item
-                .participant_role
-                .as_ref()
-                .map_or(pb::ParticipantRole::Unspecified, Role::to_pb) as i32,
-        }),
+        sender: item
+            .participant_id
+            .take()
+            .map(|participant_id| pb::Participant {
+                participant_id,
+                display_name: item.display_name.take().unwrap_or_default(),
+                role: item
+                    .participant_role
+                    .as_ref()
+                    .map_or(pb::ParticipantRole::Unspecified, Role::to_pb)
+                    as i32,
+            }),
         event: Some(event),
     }
 }
@@ -447,6 +488,21 @@ mod tests {
         assert_eq!(String::from(ItemType::ConnectionAck), "CONNECTION_ACK");
         assert_eq!(Role::from("CUSTOM_BOT".to_owned()), Role::CustomBot);
         assert_eq!(String::from(Role::Other("X".into())), "X");
+        // As JSON: known values, unknown ones, escaped ones; anything but a string is refused.
+        let kinds: Vec<ItemType> =
+            serde_json::from_str(r#"["MESSAGE", "SOMETHING_NEW", "TYP\u0049NG"]"#).unwrap();
+        assert_eq!(
+            kinds,
+            [
+                ItemType::Message,
+                ItemType::Other("SOMETHING_NEW".into()),
+                ItemType::Typing
+            ]
+        );
+        let role: Role = serde_json::from_str(r#""SUPERVISOR""#).unwrap();
+        assert_eq!(role, Role::Supervisor);
+        assert!(serde_json::from_str::<Role>("5").is_err());
+        assert!(Item::parse(r#"{"Id":"x","Type":7}"#).is_err());
     }
 
     #[test]

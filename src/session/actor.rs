@@ -421,18 +421,36 @@ impl Actor<'_> {
             return Ok(false);
         }
         if self.owner.is_some() {
-            let entry = self.session.entry_for(&item, key.clone());
             // Boxed: the Redis call's future is large, and inline it would sit in every
             // session's task, cluster mode or not.
-            Box::pin(self.append(entry)).await?;
-        } else {
-            self.session.publish_item(&item, key, seen_key);
+            return Box::pin(self.append_item(item, key, seen_key)).await;
         }
-        self.seen.insert(seen_key);
-        if !item.is_ephemeral() {
-            self.last_durable = item.id.clone();
-        }
+        let durable = (!item.is_ephemeral()).then(|| item.id.clone());
+        self.session.publish_item(*item, key, seen_key);
+        self.delivered(seen_key, durable);
         Ok(true)
+    }
+
+    /// Cluster mode: [`Self::deliver`]'s append of a new item to the chat's log.
+    async fn append_item(
+        &mut self,
+        item: Box<Item>,
+        key: String,
+        seen_key: SeenKey,
+    ) -> Result<bool, Stop> {
+        let durable = (!item.is_ephemeral()).then(|| item.id.clone());
+        let entry = self.session.entry_for(*item, key);
+        self.append(entry).await?;
+        self.delivered(seen_key, durable);
+        Ok(true)
+    }
+
+    /// Notes an item delivered; `durable`: its id, when the transcript keeps it.
+    fn delivered(&mut self, seen_key: SeenKey, durable: Option<Option<String>>) {
+        self.seen.insert(seen_key);
+        if let Some(id) = durable {
+            self.last_durable = id;
+        }
     }
 
     /// A CreateParticipantConnection for a new connection token, run beside the pump.

@@ -405,18 +405,24 @@ impl Session {
     /// Records an item and fans it out (the caller has de-duplicated it).
     /// `digest`: the item's key as the session's [`KeyDigest`] makes it (the actor has it
     /// from its de-duplication already).
-    fn publish_item(&self, item: &Item, key: String, digest: SeenKey) {
+    fn publish_item(&self, item: Item, key: String, digest: SeenKey) {
         let mut st = self.lock();
-        let (ev, cursor) = event_with_cursor(item, key, &mut st.durable());
+        // The last cursor's durable id is reused for this one's (`record_item` replaces it).
+        let mut durable = st
+            .last_cursor
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.durable_id))
+            .unwrap_or_default();
+        let (ev, cursor) = event_with_cursor(item, key, &mut durable);
         self.record_item(&mut st, digest, cursor, Arc::new(ev));
     }
 
     /// The log entry of an item (the caller has de-duplicated it).
-    fn entry_for(&self, item: &Item, key: String) -> Entry {
-        let (mut event, cursor) = event_with_cursor(item, key.clone(), &mut self.lock().durable());
+    fn entry_for(&self, item: Item, key: String) -> Entry {
+        let (mut event, cursor) = event_with_cursor(item, key, &mut self.lock().durable());
         event.cursor.clear();
         Entry {
-            key,
+            key: cursor.key,
             durable: cursor.durable_id,
             event,
         }
@@ -589,11 +595,7 @@ async fn finish(inner: &Inner, s: &Arc<Session>) {
 
 /// The typed event for an item, with its cursor; `durable` is the newest transcript item id
 /// before it and is advanced past this item when the item is itself a transcript item.
-pub fn event_with_cursor(
-    item: &Item,
-    key: String,
-    durable: &mut String,
-) -> (pb::ChatEvent, Cursor) {
+pub fn event_with_cursor(item: Item, key: String, durable: &mut String) -> (pb::ChatEvent, Cursor) {
     if !item.is_ephemeral() {
         if let Some(id) = &item.id {
             durable.clone_from(id);
@@ -603,7 +605,7 @@ pub fn event_with_cursor(
         key,
         durable_id: durable.clone(),
     };
-    let mut ev = crate::connect::item::to_event(item);
+    let mut ev = crate::connect::item::into_event(item);
     ev.cursor = cursor.encode();
     (ev, cursor)
 }
