@@ -7,6 +7,7 @@ pub mod client;
 pub mod content_type;
 pub mod error;
 pub mod item;
+pub mod json;
 pub mod push;
 pub mod socket;
 pub mod stream;

@@ -3,6 +3,7 @@
 //! hostile or malformed frame becomes [`Inbound::Malformed`], never a panic.
 
 use crate::connect::item::Item;
+use crate::connect::json::{first_stop, STRING_STOPS};
 use crate::ops::metrics::Metrics;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -93,33 +94,6 @@ fn chat_item(content: Option<String>) -> Inbound {
 /// How every `aws/chat` frame from Connect begins: its envelope's members in the order
 /// Connect writes them, up to the opening quote of the content's string.
 const CHAT_HEAD: &str = r#"{"topic":"aws/chat","contentType":"application/json","content":""#;
-
-/// The bytes a JSON string's scan stops at: its closing quote, an escape, and the control
-/// characters a JSON string may not hold raw.
-const STRING_STOPS: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 0x20 {
-        t[b] = true;
-        b += 1;
-    }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t
-};
-
-/// Where in `word` (eight bytes, the first in the lowest byte) the first byte of
-/// [`STRING_STOPS`] is, if any. A stop zeroes a byte of one of the three transforms below;
-/// a borrow only marks bytes above a zero byte, so the lowest mark is exact.
-fn first_stop(word: u64) -> Option<usize> {
-    const ONES: u64 = u64::from_le_bytes([1; 8]);
-    const HIGHS: u64 = ONES * 0x80;
-    let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let stops = zero_bytes(word ^ (ONES * u64::from(b'"')))
-        | zero_bytes(word ^ (ONES * u64::from(b'\\')))
-        | (word.wrapping_sub(ONES * 0x20) & !word & HIGHS);
-    (stops != 0).then(|| (stops.trailing_zeros() / 8) as usize)
-}
 
 /// The decoded content of an `aws/chat` frame laid out as Connect writes it ([`CHAT_HEAD`],
 /// the string, `}`), in one pass over the frame. `None` for any other frame, or a string

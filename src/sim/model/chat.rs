@@ -264,16 +264,16 @@ impl ChatState {
     }
 }
 
-/// The `aws/chat` socket frame of `item`: the item serialised once, then written into the
+/// The `aws/chat` socket frame of `item`: the item serialised once, then escaped into the
 /// frame as a JSON string (the envelope is fixed, so it is not built as a JSON value).
 fn chat_frame(item: &Value) -> Utf8Bytes {
-    const HEAD: &str = r#"{"topic":"aws/chat","contentType":"application/json","content":"#;
+    const HEAD: &str = r#"{"topic":"aws/chat","contentType":"application/json","content":""#;
     let item_json = serde_json::to_string(item).unwrap_or_default();
-    let literal = serde_json::to_string(&item_json).unwrap_or_default();
-    let mut frame = String::with_capacity(HEAD.len() + literal.len() + 1);
+    // Every quote of the item's JSON gains a backslash; a quarter more is a fair guess.
+    let mut frame = String::with_capacity(HEAD.len() + item_json.len() * 5 / 4 + 2);
     frame.push_str(HEAD);
-    frame.push_str(&literal);
-    frame.push('}');
+    crate::connect::json::escape_into(&mut frame, &item_json);
+    frame.push_str("\"}");
     Utf8Bytes::from(frame)
 }
 
@@ -418,5 +418,30 @@ impl Chat {
         let mut st = self.lock();
         st.sockets.retain(|s| !s.tx.is_closed());
         st.sockets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chat_frame_holds_the_item_as_a_json_string_in_connects_envelope() {
+        let item = serde_json::json!({
+            "Id": "i1",
+            "Type": "MESSAGE",
+            "Content": "say \"hi\"\n\\ \u{1} caf\u{e9} \u{1f600}",
+        });
+        let frame = chat_frame(&item);
+        let envelope: Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(envelope["topic"], "aws/chat");
+        assert_eq!(envelope["contentType"], "application/json");
+        let content = envelope["content"].as_str().unwrap();
+        assert_eq!(serde_json::from_str::<Value>(content).unwrap(), item);
+        // The gateway reads Connect's layout in one pass; the simulator writes that layout.
+        assert!(matches!(
+            crate::connect::socket::parse(&frame),
+            crate::connect::socket::Inbound::Chat(i) if i.id.as_deref() == Some("i1")
+        ));
     }
 }

@@ -15,16 +15,38 @@ pub fn now_ms() -> i64 {
 pub fn format_ms(ms: i64) -> String {
     let dt = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        dt.year(),
-        u8::from(dt.month()),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        dt.millisecond()
-    )
+    let Ok(year @ 0..=9999) = u32::try_from(dt.year()) else {
+        return format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            dt.year(),
+            u8::from(dt.month()),
+            dt.day(),
+            dt.hour(),
+            dt.minute(),
+            dt.second(),
+            dt.millisecond()
+        );
+    };
+    // Written digit by digit: the formatting machinery cost the simulator about 4 % of an
+    // agent message's instructions.
+    let mut out = String::with_capacity(24);
+    let fields = [
+        (year, 4, '-'),
+        (u32::from(u8::from(dt.month())), 2, '-'),
+        (u32::from(dt.day()), 2, 'T'),
+        (u32::from(dt.hour()), 2, ':'),
+        (u32::from(dt.minute()), 2, ':'),
+        (u32::from(dt.second()), 2, '.'),
+        (u32::from(dt.millisecond()), 3, 'Z'),
+    ];
+    for (value, width, after) in fields {
+        for place in (0..width).rev() {
+            let digit = value / 10u32.pow(place) % 10;
+            out.push(char::from(b'0' + digit as u8));
+        }
+        out.push(after);
+    }
+    out
 }
 
 /// `format_ms` of a wall-clock instant `after` from now.
@@ -51,5 +73,29 @@ mod tests {
             Some(1_573_180_888_172)
         );
         assert_eq!(parse_time_ms("yesterday"), None);
+        for ms in [
+            0,
+            1,
+            999,
+            -1,
+            253_402_300_799_999,
+            253_402_300_800_000,
+            i64::MIN,
+            -62_167_219_200_001,
+        ] {
+            let dt = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            let formatted = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                dt.year(),
+                u8::from(dt.month()),
+                dt.day(),
+                dt.hour(),
+                dt.minute(),
+                dt.second(),
+                dt.millisecond()
+            );
+            assert_eq!(format_ms(ms), formatted, "{ms}");
+        }
     }
 }

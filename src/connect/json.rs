@@ -1,0 +1,91 @@
+//! JSON string text, eight bytes at a time: where a string's plain run stops, and a string
+//! written as a JSON string literal's body. The socket parser decodes the item inside every
+//! `aws/chat` frame and the simulator encodes it; both pay per byte and per escape, and an
+//! item's JSON escaped inside a frame has an escape every few bytes (each of its quotes).
+
+/// The bytes a JSON string's plain run stops at: its closing quote, an escape, and the
+/// control characters a JSON string may not hold raw.
+pub const STRING_STOPS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// Where in `word` (eight bytes, the first in the lowest byte) the first byte of
+/// [`STRING_STOPS`] is, if any. A stop zeroes a byte of one of the three transforms below;
+/// a borrow only marks bytes above a zero byte, so the lowest mark is exact.
+pub fn first_stop(word: u64) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGHS: u64 = ONES * 0x80;
+    let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let stops = zero_bytes(word ^ (ONES * u64::from(b'"')))
+        | zero_bytes(word ^ (ONES * u64::from(b'\\')))
+        | (word.wrapping_sub(ONES * 0x20) & !word & HIGHS);
+    (stops != 0).then(|| (stops.trailing_zeros() / 8) as usize)
+}
+
+/// The index of the first byte of [`STRING_STOPS`] in `bytes` from `from` on.
+pub fn next_stop(bytes: &[u8], mut from: usize) -> Option<usize> {
+    while let Some(word) = bytes.get(from..).and_then(<[u8]>::first_chunk::<8>) {
+        if let Some(k) = first_stop(u64::from_le_bytes(*word)) {
+            return Some(from + k);
+        }
+        from += 8;
+    }
+    (from..bytes.len()).find(|&i| STRING_STOPS[usize::from(bytes[i])])
+}
+
+/// Appends `s` as the body of a JSON string literal, escaped as serde_json escapes it.
+pub fn escape_into(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    while let Some(i) = next_stop(bytes, start) {
+        // A stop is an ASCII byte, so `i` is a character boundary.
+        out.push_str(&s[start..i]);
+        match bytes[i] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            c => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(c >> 4)]));
+                out.push(char::from(HEX[usize::from(c & 0xf)]));
+            }
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn stops_are_found_as_a_byte_scan_finds_them(s in r"[a-z\x00-\x1f\\\x22\x7f]{0,40}|\PC{0,40}", from in 0usize..48) {
+            let bytes = s.as_bytes();
+            let expected = (from.min(bytes.len())..bytes.len()).find(|&i| STRING_STOPS[usize::from(bytes[i])]);
+            proptest::prop_assert_eq!(next_stop(bytes, from), expected);
+        }
+
+        #[test]
+        fn escapes_as_serde_json_does(s in r"[a-z\x00-\x1f\\\x22\x7f/]{0,40}|\PC{0,40}") {
+            let mut out = String::from("\"");
+            escape_into(&mut out, &s);
+            out.push('"');
+            proptest::prop_assert_eq!(out, serde_json::to_string(&s).unwrap());
+        }
+    }
+}
