@@ -18,10 +18,22 @@ pub struct Cursor {
 
 impl Cursor {
     pub fn encode(&self) -> String {
-        let mut text =
-            String::with_capacity(VERSION.len() + 2 + self.key.len() + self.durable_id.len());
-        for part in [VERSION, "\n", &self.key, "\n", &self.durable_id] {
-            text.push_str(part);
+        let parts = [VERSION, "\n", &self.key, "\n", &self.durable_id];
+        let len = parts.iter().map(|p| p.len()).sum();
+        // Every event gets a cursor: its text is put together on the stack when it fits
+        // (ids are UUIDs, about 80 bytes in all).
+        let mut stack = [0u8; 192];
+        let mut heap = Vec::new();
+        let text = if len <= stack.len() {
+            &mut stack[..len]
+        } else {
+            heap.resize(len, 0);
+            &mut heap[..]
+        };
+        let mut at = 0;
+        for part in parts {
+            text[at..at + part.len()].copy_from_slice(part.as_bytes());
+            at += part.len();
         }
         URL_SAFE_NO_PAD.encode(text)
     }
@@ -56,7 +68,14 @@ mod tests {
             key: "id-1#2".into(),
             durable_id: "id-0".into(),
         };
+        assert_eq!(c.encode(), URL_SAFE_NO_PAD.encode("c1\nid-1#2\nid-0"));
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        // Longer than the stack buffer its text is put together in.
+        let long = Cursor {
+            key: "k".repeat(300),
+            durable_id: "d".into(),
+        };
+        assert_eq!(Cursor::decode(&long.encode()), Some(long));
         for bad in ["", "!!", "YWJj", &"a".repeat(2000)] {
             assert_eq!(Cursor::decode(bad), None, "{bad}");
         }
