@@ -712,6 +712,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
     .await?;
     let delivered_in_window = cap_rec.messages.load(Ordering::Relaxed) - before;
     let (gw_cpu, gw_cores) = gw_mark.since(round.gateway.pid);
+    let gw_kernel = gw_mark.kernel_since(round.gateway.pid);
     let (_, sim_cores) = sim_mark.since(round.sim.pid);
     let (_, bench_cores) = bench_mark.since(std::process::id());
     // What was still in flight when the load stopped, for the delivery check.
@@ -724,6 +725,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
         delivered_in_window,
         delivered_total,
         gw_cpu,
+        gw_kernel,
         gw_cores,
         sim_cores,
         bench_cores,

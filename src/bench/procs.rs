@@ -57,8 +57,8 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// User plus system CPU time of a process so far, seconds.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
+/// User and system CPU time of a process so far, seconds.
+fn cpu_split(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces: fields are counted after its closing parenthesis.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -66,22 +66,36 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     // Fields 14 and 15 of the line (utime, stime) are the 12th and 13th after the name.
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clock_ticks())
+    Some((utime / clock_ticks(), stime / clock_ticks()))
+}
+
+/// User plus system CPU time of a process so far, seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    cpu_split(pid).map(|(user, system)| user + system)
 }
 
 /// CPU used by a process between two points, as seconds and as a share of one core.
 #[derive(Clone, Copy, Debug)]
 pub struct CpuMark {
     cpu: f64,
+    /// The part of `cpu` spent in the kernel (system time).
+    kernel: f64,
     at: Instant,
 }
 
 impl CpuMark {
     pub fn now(pid: u32) -> Self {
+        let (user, kernel) = cpu_split(pid).unwrap_or((0.0, 0.0));
         CpuMark {
-            cpu: cpu_seconds(pid).unwrap_or(0.0),
+            cpu: user + kernel,
+            kernel,
             at: Instant::now(),
         }
+    }
+
+    /// System CPU seconds used since the mark: the kernel's share of [`Self::since`].
+    pub fn kernel_since(&self, pid: u32) -> f64 {
+        cpu_split(pid).map_or(0.0, |(_, kernel)| kernel - self.kernel)
     }
 
     /// (CPU seconds used since the mark, cores used on average).

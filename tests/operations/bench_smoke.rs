@@ -56,6 +56,11 @@ async fn the_bench_runs_every_phase_at_a_tiny_size() {
         t.delivered_total > 0 && t.delivered_total <= t.pushed,
         "{t:?}"
     );
+    // The kernel's share of the gateway's CPU per event is a part of it.
+    assert!(
+        (0.0..=t.gateway_cpu_us_per_event).contains(&t.gateway_kernel_us_per_event),
+        "{t:?}"
+    );
     let c = report
         .cluster
         .as_ref()
@@ -73,6 +78,9 @@ async fn the_bench_runs_every_phase_at_a_tiny_size() {
     assert_eq!(c.held.chats, [8, 4, 4], "{c:?}");
     assert!(c.held.rss_after.iter().all(|r| *r > 0), "{c:?}");
     assert_eq!(c.held.idle_cores.len(), 3, "{c:?}");
-    assert!(!report.targets.is_empty());
+    assert!(report
+        .targets
+        .iter()
+        .any(|t| t.name == "throughput: gateway CPU per delivered event"));
     assert!(report.table().contains("targets:"));
 }
