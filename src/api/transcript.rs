@@ -38,8 +38,8 @@ impl Gateway {
         Ok(Response::new(pb::GetTranscriptResponse {
             events: page
                 .items
-                .iter()
-                .map(crate::connect::item::to_event)
+                .into_iter()
+                .map(crate::connect::item::into_event)
                 .collect(),
             next_page_token: page.next_token.unwrap_or_default(),
         }))
