@@ -4,6 +4,8 @@
 //! ready and dumped once the load's every event was delivered: what they hold is the cost of
 //! delivering those events (and of the few heartbeats in the window). The round runs twice,
 //! with one and with two Subscribe streams per chat, for the cost of each extra subscriber.
+//! The simulator runs under callgrind too, counted over the same windows: its instructions
+//! per pushed message say how much of the machine the load side takes.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -16,7 +18,7 @@ use tokio::task::JoinSet;
 use super::clients::{self, GatewayPool, Recorder};
 use super::procs::{self, Proc};
 use super::report::InstructionsReport;
-use super::{gateway_args, spawn_sim, BenchConfig, BenchError, Result};
+use super::{gateway_args, spawn_sim_under, BenchConfig, BenchError, Result};
 
 /// Chats of the round: enough for the fan-out to be the gateway's usual per-chat work, few
 /// enough to start quickly under valgrind.
@@ -67,17 +69,36 @@ fn dumped_instructions(dir: &Path) -> Result<u64> {
         .ok_or_else(|| BenchError(format!("no instruction total in {}", path.display())))
 }
 
+/// The callgrind arguments that write a process's dumps into `dir`.
+fn callgrind_args(dir: &Path) -> Vec<String> {
+    vec![
+        "--tool=callgrind".into(),
+        format!("--callgrind-out-file={}/callgrind.out.%p", dir.display()),
+    ]
+}
+
+/// What one measurement counted.
+struct Counted {
+    gateway: u64,
+    sim: u64,
+    pushed: u64,
+}
+
 /// One measurement: `subscribers` streams per chat, the counters zeroed, the load pushed and
-/// delivered, the counters dumped. Answers the instructions and the events pushed.
+/// delivered, the counters dumped.
+#[allow(clippy::too_many_arguments)]
 async fn measure(
     gateway: &Proc,
+    sim: &Proc,
     sim_addr: std::net::SocketAddr,
     dump_dir: &Path,
+    sim_dump_dir: &Path,
     ids: &[String],
     recorder: &Recorder,
     subscribers: u64,
-) -> Result<(u64, u64)> {
+) -> Result<Counted> {
     control("-z", gateway.pid).await?;
+    control("-z", sim.pid).await?;
     let before = recorder.messages.load(Ordering::Relaxed);
     let load = clients::sim_load(sim_addr, RATE, EVENTS as f64 / RATE, ids, false).await?;
     let pushed = load["pushed"].as_u64().unwrap_or(0);
@@ -93,31 +114,36 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     control("-d", gateway.pid).await?;
+    control("-d", sim.pid).await?;
     // callgrind writes the dump before it answers; give the file system a moment anyway.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    Ok((dumped_instructions(dump_dir)?, pushed))
+    Ok(Counted {
+        gateway: dumped_instructions(dump_dir)?,
+        sim: dumped_instructions(sim_dump_dir)?,
+        pushed,
+    })
 }
 
 pub async fn run(cfg: &BenchConfig) -> Result<InstructionsReport> {
     let dump_dir = cfg.work_dir.join("callgrind");
+    let sim_dump_dir = cfg.work_dir.join("callgrind-sim");
     std::fs::create_dir_all(&dump_dir)?;
-    let (sim, sim_addr, endpoint) = spawn_sim(cfg, 0, CHATS * 2, false).await?;
+    std::fs::create_dir_all(&sim_dump_dir)?;
+    let valgrind = Path::new("valgrind");
+    let (sim, sim_addr, endpoint) = spawn_sim_under(
+        cfg,
+        0,
+        CHATS * 2,
+        false,
+        Some((valgrind, callgrind_args(&sim_dump_dir))),
+    )
+    .await?;
     let port = procs::free_port()?;
     let listen = format!("127.0.0.1:{port}");
-    let mut args: Vec<String> = vec![
-        "--tool=callgrind".into(),
-        format!(
-            "--callgrind-out-file={}/callgrind.out.%p",
-            dump_dir.display()
-        ),
-        cfg.gateway_bin.display().to_string(),
-    ];
+    let mut args = callgrind_args(&dump_dir);
+    args.push(cfg.gateway_bin.display().to_string());
     args.extend(gateway_args(cfg, &endpoint, &listen, CHATS * 2));
-    let (gateway, out) = Proc::spawn(
-        "connect-chat-gateway (callgrind)",
-        Path::new("valgrind"),
-        &args,
-    )?;
+    let (gateway, out) = Proc::spawn("connect-chat-gateway (callgrind)", valgrind, &args)?;
     procs::forward("connect-chat-gateway (callgrind)", out);
     let addr: std::net::SocketAddr = listen.parse().map_err(|e| BenchError(format!("{e}")))?;
     // Valgrind starts a program tens of times slower.
@@ -154,27 +180,29 @@ pub async fn run(cfg: &BenchConfig) -> Result<InstructionsReport> {
         .map_err(|e| BenchError(format!("callgrind round setup: {e}")))?;
     let ids: Vec<String> = chats.iter().map(|c| c.contact_id.clone()).collect();
     eprintln!("bench: instructions: {CHATS} chats ready under callgrind; one subscriber each");
-    let (one, pushed_one) = measure(&gateway, sim_addr, &dump_dir, &ids, &recorder, 1).await?;
+    let dirs = (dump_dir.as_path(), sim_dump_dir.as_path());
+    let one = measure(&gateway, &sim, sim_addr, dirs.0, dirs.1, &ids, &recorder, 1).await?;
     for (i, chat) in chats.iter().enumerate() {
         clients::subscribe_again(pool.client(CHATS + i), chat, recorder.clone(), &tasks)
             .await
             .map_err(|e| BenchError(format!("second subscriber: {e}")))?;
     }
     eprintln!("bench: instructions: a second subscriber each");
-    let (two, pushed_two) = measure(&gateway, sim_addr, &dump_dir, &ids, &recorder, 2).await?;
+    let two = measure(&gateway, &sim, sim_addr, dirs.0, dirs.1, &ids, &recorder, 2).await?;
     let ended = recorder.ended.load(Ordering::Relaxed);
     drop(tasks);
     gateway.stop(Duration::from_secs(30)).await;
     sim.stop(Duration::from_secs(10)).await;
     let per_event = |ir: u64, n: u64| ir as f64 / n.max(1) as f64;
-    let one_per_event = per_event(one, pushed_one);
-    let two_per_event = per_event(two, pushed_two);
+    let one_per_event = per_event(one.gateway, one.pushed);
+    let two_per_event = per_event(two.gateway, two.pushed);
     Ok(InstructionsReport {
         chats: CHATS,
-        events: pushed_one,
+        events: one.pushed,
         instructions_per_event: one_per_event,
         instructions_per_event_two_subscribers: two_per_event,
         extra_subscriber_instructions_per_event: two_per_event - one_per_event,
+        sim_instructions_per_message: per_event(one.sim, one.pushed),
         streams_ended: ended,
     })
 }

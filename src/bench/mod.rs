@@ -16,7 +16,7 @@ pub mod report;
 pub mod stats;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -191,6 +191,18 @@ async fn spawn_sim(
     total: usize,
     tls: bool,
 ) -> Result<(Proc, SocketAddr, String)> {
+    spawn_sim_under(cfg, index, total, tls, None).await
+}
+
+/// [`spawn_sim`], run by `launcher` (a program and its arguments, the simulator's command
+/// line appended) when one is given: the instruction round runs it under callgrind.
+async fn spawn_sim_under(
+    cfg: &BenchConfig,
+    index: usize,
+    total: usize,
+    tls: bool,
+    launcher: Option<(&Path, Vec<String>)>,
+) -> Result<(Proc, SocketAddr, String)> {
     let bind = format!("{}:0", shard_host(index));
     let mut sim_args: Vec<String> = ["--bind", &bind, "--silent", "--join-delay-ms", "0"]
         .iter()
@@ -206,8 +218,18 @@ async fn spawn_sim(
             ca_file.display().to_string(),
         ]);
     }
-    let (sim, out) = Proc::spawn("connect-sim", &cfg.sim_bin, &sim_args)?;
-    let endpoint = procs::read_until("connect-sim", out, Duration::from_secs(20), |line| {
+    let launcher_used = launcher.is_some();
+    let (sim, out) = match launcher {
+        None => Proc::spawn("connect-sim", &cfg.sim_bin, &sim_args)?,
+        Some((program, mut args)) => {
+            args.push(cfg.sim_bin.display().to_string());
+            args.extend(sim_args);
+            Proc::spawn("connect-sim", program, &args)?
+        }
+    };
+    // Valgrind starts a program tens of times slower.
+    let wait = Duration::from_secs(if launcher_used { 120 } else { 20 });
+    let endpoint = procs::read_until("connect-sim", out, wait, |line| {
         line.strip_prefix("connect-sim endpoint: ")
             .map(str::to_owned)
     })

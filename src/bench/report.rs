@@ -391,6 +391,9 @@ pub struct InstructionsReport {
     pub instructions_per_event_two_subscribers: f64,
     /// What a second subscriber adds to each event.
     pub extra_subscriber_instructions_per_event: f64,
+    /// The simulator's instructions per message pushed (the one-subscriber window): the
+    /// load side's cost, beside the gateway's.
+    pub sim_instructions_per_message: f64,
     pub streams_ended: u64,
 }
 
@@ -702,12 +705,13 @@ impl Report {
         if let Some(i) = &self.instructions {
             let _ = writeln!(
                 o,
-                "\ninstructions (callgrind, {} chats, {} events): {:.0} per delivered event with one subscriber per chat; {:.0} per event with two; each extra subscriber {:.0}; streams ended {}",
+                "\ninstructions (callgrind, {} chats, {} events): {:.0} per delivered event with one subscriber per chat; {:.0} per event with two; each extra subscriber {:.0}; the simulator {:.0} per message pushed; streams ended {}",
                 i.chats,
                 i.events,
                 i.instructions_per_event,
                 i.instructions_per_event_two_subscribers,
                 i.extra_subscriber_instructions_per_event,
+                i.sim_instructions_per_message,
                 i.streams_ended
             );
         }

@@ -65,9 +65,10 @@ struct Args {
     /// Run the attachment round only.
     #[arg(long)]
     attachments_only: bool,
-    /// Run the instruction-count round only: the gateway under valgrind's callgrind (which
-    /// must be installed), instructions per delivered event with one and two subscribers per
-    /// chat; a figure the machine's noise does not move.
+    /// Run the instruction-count round only: the gateway and the simulator under valgrind's
+    /// callgrind (which must be installed), the gateway's instructions per delivered event
+    /// with one and two subscribers per chat and the simulator's per message pushed; figures
+    /// the machine's noise does not move.
     #[arg(long)]
     instructions: bool,
     /// Subscribe streams per gRPC connection.
