@@ -266,6 +266,9 @@ async fn next_event(
                 Some(ev) => ev,
                 None if st.ended_before => return None,
                 None => match tokio::select! {
+                    // Live events first: a keepalive is only for a stream with none, and the
+                    // order spares the keepalive's timer a poll for every event.
+                    biased;
                     r = st.live.recv() => r,
                     _ = st.keepalive.tick() => {
                         st.keepalive.reset_at(quiet_until(st.keepalive.period()));
