@@ -13,19 +13,9 @@ pub fn now_ms() -> i64 {
 
 /// The participant service's time format: `2019-11-08T02:41:28.172Z` (UTC, milliseconds).
 pub fn format_ms(ms: i64) -> String {
-    let dt = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let dt = utc_ms(ms);
     let Ok(year @ 0..=9999) = u32::try_from(dt.year()) else {
-        return format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            dt.year(),
-            u8::from(dt.month()),
-            dt.day(),
-            dt.hour(),
-            dt.minute(),
-            dt.second(),
-            dt.millisecond()
-        );
+        return formatted(dt);
     };
     // Written digit by digit: the formatting machinery cost the simulator about 4 % of an
     // agent message's instructions.
@@ -47,6 +37,26 @@ pub fn format_ms(ms: i64) -> String {
         out.push(after);
     }
     out
+}
+
+/// The instant `ms` after the Unix epoch (the epoch itself when out of range).
+fn utc_ms(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// [`format_ms`] through the formatting machinery: years it does not write digit by digit.
+fn formatted(dt: time::OffsetDateTime) -> String {
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        dt.year(),
+        u8::from(dt.month()),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        dt.millisecond()
+    )
 }
 
 /// `format_ms` of a wall-clock instant `after` from now.
@@ -83,19 +93,7 @@ mod tests {
             i64::MIN,
             -62_167_219_200_001,
         ] {
-            let dt = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-            let formatted = format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-                dt.year(),
-                u8::from(dt.month()),
-                dt.day(),
-                dt.hour(),
-                dt.minute(),
-                dt.second(),
-                dt.millisecond()
-            );
-            assert_eq!(format_ms(ms), formatted, "{ms}");
+            assert_eq!(format_ms(ms), formatted(utc_ms(ms)), "{ms}");
         }
     }
 }
