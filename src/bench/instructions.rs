@@ -5,7 +5,9 @@
 //! delivering those events (and of the few heartbeats in the window). The round runs twice,
 //! with one and with two Subscribe streams per chat, for the cost of each extra subscriber.
 //! The simulator runs under callgrind too, counted over the same windows: its instructions
-//! per pushed message say how much of the machine the load side takes.
+//! per pushed message say how much of the machine the load side takes. Before the load, an
+//! idle window counts what the held chats cost when nothing happens in them: heartbeats,
+//! their answers and the Subscribe keepalives.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -26,6 +28,10 @@ const CHATS: usize = 100;
 /// Agent messages pushed, at a rate valgrind's gateway keeps up with.
 const EVENTS: u64 = 10_000;
 const RATE: f64 = 2_000.0;
+/// The idle window: six heartbeats per chat (every 10 s) and two or three Subscribe
+/// keepalives per stream (every 20 to 30 s), so the keepalives move the figure by a few
+/// per cent from run to run.
+const IDLE_SECS: u64 = 60;
 
 /// Runs `callgrind_control` with `arg` for the process `pid`.
 async fn control(arg: &str, pid: u32) -> Result<()> {
@@ -82,6 +88,26 @@ struct Counted {
     gateway: u64,
     sim: u64,
     pushed: u64,
+}
+
+/// The idle window: the counters zeroed, nothing pushed for [`IDLE_SECS`], the counters
+/// dumped. Returns the gateway's and the simulator's instructions.
+async fn measure_idle(
+    gateway: &Proc,
+    sim: &Proc,
+    dump_dir: &Path,
+    sim_dump_dir: &Path,
+) -> Result<(u64, u64)> {
+    control("-z", gateway.pid).await?;
+    control("-z", sim.pid).await?;
+    tokio::time::sleep(Duration::from_secs(IDLE_SECS)).await;
+    control("-d", gateway.pid).await?;
+    control("-d", sim.pid).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok((
+        dumped_instructions(dump_dir)?,
+        dumped_instructions(sim_dump_dir)?,
+    ))
 }
 
 /// One measurement: `subscribers` streams per chat, the counters zeroed, the load pushed and
@@ -179,8 +205,10 @@ pub async fn run(cfg: &BenchConfig) -> Result<InstructionsReport> {
         .collect::<std::result::Result<_, String>>()
         .map_err(|e| BenchError(format!("callgrind round setup: {e}")))?;
     let ids: Vec<String> = chats.iter().map(|c| c.contact_id.clone()).collect();
-    eprintln!("bench: instructions: {CHATS} chats ready under callgrind; one subscriber each");
     let dirs = (dump_dir.as_path(), sim_dump_dir.as_path());
+    eprintln!("bench: instructions: {CHATS} chats ready under callgrind; idle for {IDLE_SECS} s");
+    let idle = measure_idle(&gateway, &sim, dirs.0, dirs.1).await?;
+    eprintln!("bench: instructions: load with one subscriber per chat");
     let one = measure(&gateway, &sim, sim_addr, dirs.0, dirs.1, &ids, &recorder, 1).await?;
     for (i, chat) in chats.iter().enumerate() {
         clients::subscribe_again(pool.client(CHATS + i), chat, recorder.clone(), &tasks)
@@ -203,6 +231,8 @@ pub async fn run(cfg: &BenchConfig) -> Result<InstructionsReport> {
         instructions_per_event_two_subscribers: two_per_event,
         extra_subscriber_instructions_per_event: two_per_event - one_per_event,
         sim_instructions_per_message: per_event(one.sim, one.pushed),
+        idle_instructions_per_chat_second: per_event(idle.0, CHATS as u64 * IDLE_SECS),
+        sim_idle_instructions_per_chat_second: per_event(idle.1, CHATS as u64 * IDLE_SECS),
         streams_ended: ended,
     })
 }

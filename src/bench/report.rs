@@ -394,6 +394,11 @@ pub struct InstructionsReport {
     /// The simulator's instructions per message pushed (the one-subscriber window): the
     /// load side's cost, beside the gateway's.
     pub sim_instructions_per_message: f64,
+    /// Idle chats, each with its socket and one Subscribe stream: the gateway's instructions
+    /// per chat and second (heartbeats, their answers, keepalives).
+    pub idle_instructions_per_chat_second: f64,
+    /// The simulator's, over the same idle window.
+    pub sim_idle_instructions_per_chat_second: f64,
     pub streams_ended: u64,
 }
 
@@ -713,6 +718,12 @@ impl Report {
                 i.extra_subscriber_instructions_per_event,
                 i.sim_instructions_per_message,
                 i.streams_ended
+            );
+            let _ = writeln!(
+                o,
+                "  idle: {:.0} instructions per chat and second in the gateway, {:.0} in the simulator (heartbeats, their answers and keepalives)",
+                i.idle_instructions_per_chat_second,
+                i.sim_idle_instructions_per_chat_second
             );
         }
         if let Some(c) = &self.cluster {
