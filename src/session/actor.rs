@@ -8,7 +8,7 @@
 use super::backfill::{read_transcript, Seen, SeenKey};
 use super::signal::Receiver;
 use super::token::RefreshRequest;
-use super::{Session, SessionError, SessionSettings};
+use super::{wake_reason, Session, SessionError, SessionSettings};
 use crate::cluster::{AppendError, Cluster, Entry, Lease, Published};
 use crate::connect::item::Item;
 use crate::connect::socket::{self, Inbound};
@@ -20,7 +20,9 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, SinkExt, StreamExt};
 use rand::Rng;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -477,12 +479,17 @@ impl Actor<'_> {
         // moves: rebuilding it for every frame cost a timer-wheel registration per event.
         let timer = tokio::time::sleep_until(now);
         tokio::pin!(timer);
-        let session = self.session.clone();
+        // EndChat, token requests and the stop token wake the pump through one cell, which
+        // says why: polled every round, it costs a load where a future for each cost locks.
+        // The stop token's future is polled with a waker of the cell's, and only once that
+        // waker fires.
+        let wakeup = self.session.wakeup.clone();
+        let stop_waker = Waker::from(wakeup.clone());
         let stop_token = self.stop.clone();
         let cancelled = stop_token.cancelled();
         tokio::pin!(cancelled);
-        let ending = session.ending.cancelled();
-        tokio::pin!(ending);
+        // The first round looks at each.
+        wakeup.raise(wake_reason::STOP | wake_reason::ENDING | wake_reason::REFRESH);
         // A token refresh in flight, and the calls waiting for its token.
         let mut refreshing: Option<BoxFuture<'static, Result<Connection, UpstreamError>>> = None;
         let mut waiters: Vec<oneshot::Sender<Result<Secret, SessionError>>> = Vec::new();
@@ -502,10 +509,40 @@ impl Actor<'_> {
             if timer.deadline() != next {
                 timer.as_mut().reset(next);
             }
+            // Biased: the rare branches first, each a load or a timer check, and the socket
+            // last, so that a busy socket cannot hold back a heartbeat or a stop.
             tokio::select! {
-                _ = &mut cancelled => break Stop::Closed,
-                _ = &mut ending, if deadlines.end.is_none() => {
-                    deadlines.end = Some(Instant::now() + self.settings.end_grace);
+                biased;
+                reasons = std::future::poll_fn(|cx| wakeup.poll_raised(cx)) => {
+                    if reasons & wake_reason::STOP != 0
+                        && cancelled
+                            .as_mut()
+                            .poll(&mut Context::from_waker(&stop_waker))
+                            .is_ready()
+                    {
+                        break Stop::Closed;
+                    }
+                    if reasons & wake_reason::ENDING != 0
+                        && deadlines.end.is_none()
+                        && self.session.ending.load(Ordering::Acquire)
+                    {
+                        deadlines.end = Some(Instant::now() + self.settings.end_grace);
+                    }
+                    if reasons & wake_reason::REFRESH != 0 {
+                        while let Some(req) = requests.try_recv() {
+                            match self.session.current_token() {
+                                Some(t) if t.expose() != req.stale.expose() => {
+                                    let _ = req.reply.send(Ok(t));
+                                }
+                                _ => {
+                                    waiters.push(req.reply);
+                                    if refreshing.is_none() {
+                                        refreshing = Some(self.start_refresh());
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
                 _ = &mut timer => {
                     let now = Instant::now();
@@ -556,19 +593,6 @@ impl Actor<'_> {
                             }
                             awaiting_heartbeat = false;
                             deadlines.rotate = Instant::now() + self.settings.rotate_interval;
-                        }
-                    }
-                }
-                Some(req) = requests.recv() => {
-                    match self.session.current_token() {
-                        Some(t) if t.expose() != req.stale.expose() => {
-                            let _ = req.reply.send(Ok(t));
-                        }
-                        _ => {
-                            waiters.push(req.reply);
-                            if refreshing.is_none() {
-                                refreshing = Some(self.start_refresh());
-                            }
                         }
                     }
                 }
@@ -687,7 +711,7 @@ impl Actor<'_> {
             let _ = tokio::time::timeout(Duration::from_secs(1), (*ws).close(None)).await;
         }
         // A chat whose end was requested ends even if the socket died meanwhile.
-        if matches!(stop, Stop::Dead(_)) && self.session.ending.is_cancelled() {
+        if matches!(stop, Stop::Dead(_)) && self.session.ending.load(Ordering::Acquire) {
             return Stop::Ended;
         }
         stop

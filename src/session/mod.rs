@@ -23,7 +23,7 @@ use backfill::{KeyDigest, SeenKey};
 use cursor::Cursor;
 use fanout::{Fanout, Listener};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
@@ -185,7 +185,7 @@ impl State {
 pub(crate) struct Link {
     cluster: Cluster,
     /// Whether this replica holds the chat's lease (and so its socket).
-    owner: std::sync::atomic::AtomicBool,
+    owner: AtomicBool,
     /// The log must be read: a gap, a lost pub/sub connection, or the chat's end.
     wake: Notify,
     /// The owner stored a new connection token.
@@ -197,6 +197,16 @@ pub(crate) struct Link {
 }
 
 /// A live chat. Cheap to share; the actor owns the socket.
+/// Why a session's actor is woken ([`signal::Wakeup`]).
+pub(crate) mod wake_reason {
+    /// EndChat began the chat's end.
+    pub const ENDING: u8 = 1;
+    /// A call asks for a new connection token.
+    pub const REFRESH: u8 = 2;
+    /// The actor's stop token may be cancelled (its waker fired).
+    pub const STOP: u8 = super::signal::Wakeup::BY_WAKER;
+}
+
 pub struct Session {
     /// The chat's record key ([`ChatRecord::key`]): its contact, or for a bot its contact
     /// and participant. Names the session here and its keys in cluster mode.
@@ -222,7 +232,10 @@ pub struct Session {
     /// Stops the actor (drain, idle, chat end).
     cancel: CancellationToken,
     /// Set by EndChat: the actor waits a grace period for Connect's chat-ended item.
-    ending: CancellationToken,
+    ending: AtomicBool,
+    /// Wakes the actor for EndChat, a token-refresh request or its stop token
+    /// ([`wake_reason`]).
+    wakeup: Arc<signal::Wakeup>,
     subscribers: AtomicUsize,
     last_used: Mutex<Instant>,
     /// Typing and receipts forwarded to Connect: held per chat, so it ends with the chat.
@@ -399,7 +412,8 @@ impl Session {
 
     /// Called after DisconnectParticipant succeeded.
     pub fn begin_end(&self) {
-        self.ending.cancel();
+        self.ending.store(true, Ordering::Release);
+        self.wakeup.raise(wake_reason::ENDING);
     }
 
     /// Records an item and fans it out (the caller has de-duplicated it).
@@ -739,7 +753,12 @@ impl Sessions {
             ));
         }
         let events = Fanout::new(self.inner.settings.subscriber_queue);
-        let (refresh, refresh_requests) = signal::queue(self.inner.settings.token_waiters.max(1));
+        let wakeup = Arc::new(signal::Wakeup::default());
+        let (refresh, refresh_requests) = signal::queue(
+            self.inner.settings.token_waiters.max(1),
+            wakeup.clone(),
+            wake_reason::REFRESH,
+        );
         let session = Arc::new(Session {
             key: key.into_owned(),
             participant_id: record.participant_id.clone(),
@@ -760,7 +779,8 @@ impl Sessions {
             refresh,
             ready: signal::Latest::new(false),
             cancel: self.inner.shutdown.child_token(),
-            ending: CancellationToken::new(),
+            ending: AtomicBool::new(false),
+            wakeup,
             subscribers: AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
             event_budget: Mutex::new(EventBudget::new(self.inner.settings.event_budget)),
@@ -769,7 +789,7 @@ impl Sessions {
             link: self.inner.cluster.as_ref().map(|cluster| {
                 Box::new(Link {
                     cluster: cluster.clone(),
-                    owner: std::sync::atomic::AtomicBool::new(false),
+                    owner: AtomicBool::new(false),
                     wake: Notify::new(),
                     token_changed: Notify::new(),
                     released: Notify::new(),

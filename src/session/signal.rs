@@ -1,14 +1,19 @@
-//! Two small synchronisation cells a session holds, each a fraction of the tokio channel it
+//! Small synchronisation cells a session holds, each a fraction of the tokio primitive it
 //! replaces (a session holds one of each for its whole life, idle or not):
 //!
 //! - [`Latest`]: the newest value and a wake-up for those waiting on it (tokio's `watch`
 //!   allocates a shared block with nine wake lists, about 350 bytes);
-//! - [`queue`]: a bounded many-to-one queue that allocates as items arrive (tokio's `mpsc`
-//!   allocates its 32-slot first block and its cache-padded channel at creation, about
-//!   1.5 KiB for the session's token-refresh requests, which most chats never send).
+//! - [`Wakeup`]: wakes the session's actor and tells it why, one bit per reason;
+//! - [`queue`]: a bounded many-to-one queue that allocates as items arrive and wakes its
+//!   receiver through a [`Wakeup`] (tokio's `mpsc` allocates its 32-slot first block and its
+//!   cache-padded channel at creation, about 1.5 KiB for the session's token-refresh
+//!   requests, which most chats never send).
 
+use futures::task::AtomicWaker;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake};
 use tokio::sync::Notify;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,9 +68,56 @@ impl<T: Clone> Latest<T> {
     }
 }
 
+/// Wakes one task, a session's actor, and tells it why: a bit for each reason raised since
+/// it last looked. One registration of the task's waker serves every reason. A `Notify` or
+/// a cancellation future for each reason cost the actor's loop a lock or two every time it
+/// was polled, which is twice or more for every frame and every heartbeat.
+#[derive(Debug, Default)]
+pub struct Wakeup {
+    raised: AtomicU8,
+    task: AtomicWaker,
+}
+
+impl Wakeup {
+    /// The reason a waker made of the cell raises (`Waker::from(Arc<Wakeup>)`): for a future
+    /// polled with that waker, so that the task polls it again only once it has fired.
+    pub const BY_WAKER: u8 = 0x80;
+
+    /// Raises `reasons` and wakes the task.
+    pub fn raise(&self, reasons: u8) {
+        self.raised.fetch_or(reasons, Ordering::AcqRel);
+        self.task.wake();
+    }
+
+    /// The reasons raised since the last call, or `Pending` with the task's waker kept.
+    pub fn poll_raised(&self, cx: &mut Context<'_>) -> Poll<u8> {
+        self.task.register(cx.waker());
+        // Registered before the check: a reason raised after the check wakes the task.
+        if self.raised.load(Ordering::Acquire) == 0 {
+            return Poll::Pending;
+        }
+        match self.raised.swap(0, Ordering::AcqRel) {
+            0 => Poll::Pending,
+            reasons => Poll::Ready(reasons),
+        }
+    }
+}
+
+impl Wake for Wakeup {
+    fn wake(self: Arc<Self>) {
+        self.raise(Self::BY_WAKER);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.raise(Self::BY_WAKER);
+    }
+}
+
 struct Shared<T> {
     state: Mutex<State<T>>,
-    items: Notify,
+    /// Raises `reason` for the receiver when an item is queued.
+    receiver: Arc<Wakeup>,
+    reason: u8,
     room: Notify,
     capacity: usize,
 }
@@ -76,14 +128,16 @@ struct State<T> {
     closed: bool,
 }
 
-/// A bounded queue of `capacity` items from many senders to one receiver.
-pub fn queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+/// A bounded queue of `capacity` items from many senders to one receiver, which learns of a
+/// queued item through `receiver` (`reason` raised) and takes it with [`Receiver::try_recv`].
+pub fn queue<T>(capacity: usize, receiver: Arc<Wakeup>, reason: u8) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
             closed: false,
         }),
-        items: Notify::new(),
+        receiver,
+        reason,
         room: Notify::new(),
         capacity: capacity.max(1),
     });
@@ -139,7 +193,7 @@ impl<T> Sender<T> {
         }
         st.items.push_back(item);
         drop(st);
-        self.0.items.notify_one();
+        self.0.receiver.raise(self.0.reason);
         Ok(())
     }
 }
@@ -160,20 +214,6 @@ impl<T> Receiver<T> {
     /// The oldest item, if one is queued.
     pub fn try_recv(&mut self) -> Option<T> {
         self.0.pop()
-    }
-
-    /// The oldest item, waiting for one. Never `None`: the senders live in the session,
-    /// which outlives its receiver; the `Option` keeps `select!` patterns as with tokio's.
-    pub async fn recv(&mut self) -> Option<T> {
-        loop {
-            let items = self.0.items.notified();
-            tokio::pin!(items);
-            items.as_mut().enable();
-            if let Some(item) = self.0.pop() {
-                return Some(item);
-            }
-            items.await;
-        }
     }
 }
 
@@ -214,10 +254,50 @@ mod tests {
         );
     }
 
+    /// The reasons raised for `wakeup`, waiting for one.
+    async fn raised(wakeup: &Wakeup) -> u8 {
+        std::future::poll_fn(|cx| wakeup.poll_raised(cx)).await
+    }
+
+    #[tokio::test]
+    async fn a_wakeup_wakes_its_task_with_every_reason_raised_since_it_looked() {
+        let wakeup = Arc::new(Wakeup::default());
+        let waiter = {
+            let wakeup = wakeup.clone();
+            tokio::spawn(async move { raised(&wakeup).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        wakeup.raise(1);
+        wakeup.raise(4);
+        let first = waiter.await.unwrap();
+        assert_eq!(first & 1, 1);
+        // Both reasons, in one look or two; none is lost, and none comes twice.
+        let both = if first == 5 {
+            first
+        } else {
+            first | raised(&wakeup).await
+        };
+        assert_eq!(both, 5);
+        let cx = &mut Context::from_waker(std::task::Waker::noop());
+        assert!(wakeup.poll_raised(cx).is_pending());
+        // A waker made of the cell raises its own reason.
+        std::task::Waker::from(wakeup.clone()).wake();
+        assert_eq!(raised(&wakeup).await, Wakeup::BY_WAKER);
+    }
+
     #[tokio::test]
     async fn the_queue_is_bounded_in_order_and_closes_with_its_receiver() {
-        let (tx, mut rx) = queue::<u32>(2);
+        let wakeup = Arc::new(Wakeup::default());
+        let (tx, mut rx) = queue::<u32>(2, wakeup.clone(), 2);
+        let cx = &mut Context::from_waker(std::task::Waker::noop());
+        assert!(wakeup.poll_raised(cx).is_pending());
         tx.try_send(1).unwrap();
+        assert_eq!(
+            raised(&wakeup).await,
+            2,
+            "an item queued wakes the receiver"
+        );
         tx.send(2).await.unwrap();
         assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
         // A sender waits for room, and gets it when the receiver takes an item.
@@ -227,14 +307,14 @@ mod tests {
         };
         tokio::task::yield_now().await;
         assert!(!blocked.is_finished());
-        assert_eq!(rx.recv().await, Some(1));
+        assert_eq!(rx.try_recv(), Some(1));
         tokio::time::timeout(Duration::from_secs(5), blocked)
             .await
             .expect("room made")
             .unwrap()
             .unwrap();
         assert_eq!(rx.try_recv(), Some(2));
-        assert_eq!(rx.recv().await, Some(3));
+        assert_eq!(rx.try_recv(), Some(3));
         assert_eq!(rx.try_recv(), None);
         tx.try_send(4).unwrap();
         drop(rx);
