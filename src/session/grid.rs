@@ -18,11 +18,21 @@ fn epoch() -> Instant {
 /// when it is on the grid. A deadline before the epoch is the epoch.
 fn bounds(t: Instant, grid: Duration) -> (Instant, Instant) {
     let epoch = epoch();
-    let grid = grid.as_nanos().max(1);
-    let since = t.saturating_duration_since(epoch).as_nanos();
-    let point =
-        |steps: u128| epoch + Duration::from_nanos(u64::try_from(steps * grid).unwrap_or(u64::MAX));
-    (point(since / grid), point(since.div_ceil(grid)))
+    // In 64 bits (five centuries of nanoseconds): a 128-bit division is a call of its own,
+    // and every Subscribe event re-arms its keepalive on the grid.
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let grid = nanos(grid).max(1);
+    let since = nanos(t.saturating_duration_since(epoch));
+    let below = since - since % grid;
+    let above = if below == since {
+        since
+    } else {
+        below.saturating_add(grid)
+    };
+    (
+        epoch + Duration::from_nanos(below),
+        epoch + Duration::from_nanos(above),
+    )
 }
 
 /// The first grid point at or after `t`: for a deadline that must not come early.
