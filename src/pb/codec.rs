@@ -1,23 +1,26 @@
 //! The protobuf codec of the public API: prost, with smaller buffers than tonic's default.
 //!
 //! Tonic allocates a call's encode buffer up front, 8 KiB by default, and keeps it for the
-//! call's life. A gateway holds thousands of mostly idle `Subscribe` streams whose events are a
-//! few hundred bytes, so that buffer would be a large share of each chat's memory. Here it
-//! starts at 1 KiB and grows in 1 KiB steps when an event (or a burst of them) needs more.
+//! call's life, however far it grew. A gateway holds thousands of mostly idle `Subscribe`
+//! streams whose events are a few hundred bytes, so that buffer would be a large share of
+//! each chat's memory. Here it starts at 512 B, and each encoded message is handed to HTTP/2
+//! on its own: gathered with the messages ready beside it (a subscriber's backlog, a burst),
+//! the buffer grew to the burst and kept that size for the stream's life. The price is paid
+//! in bursts: HTTP/2 copies messages up to 256 B into its write buffer, but sends a larger
+//! one as it is, so a burst of large events on one stream takes a write each instead of one
+//! for up to 32 KiB.
 
 use std::marker::PhantomData;
 use tonic::codec::{BufferSettings, Codec};
 
-/// Initial size and growth step of the encode and decode buffers.
-pub const BUFFER_BYTES: usize = 1024;
-/// Encoded events gathered before they are handed to HTTP/2 in one write (tonic's default).
-pub const YIELD_THRESHOLD: usize = 32 * 1024;
+/// The encode buffer's first size.
+pub const ENCODE_BUFFER_BYTES: usize = 512;
+/// Encoded bytes gathered before they are handed to HTTP/2: every message on its own.
+pub const YIELD_THRESHOLD: usize = 1;
+/// The decode buffer's first size and growth step.
+pub const DECODE_BUFFER_BYTES: usize = 1024;
 
-fn settings() -> BufferSettings {
-    BufferSettings::new(BUFFER_BYTES, YIELD_THRESHOLD)
-}
-
-/// `tonic_prost::ProstCodec` with [`BUFFER_BYTES`] buffers.
+/// `tonic_prost::ProstCodec` with the buffers above.
 #[derive(Debug, Clone)]
 pub struct ProstCodec<T, U>(PhantomData<(T, U)>);
 
@@ -38,10 +41,11 @@ where
     type Decoder = tonic_prost::ProstDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        tonic_prost::ProstEncoder::new(settings())
+        tonic_prost::ProstEncoder::new(BufferSettings::new(ENCODE_BUFFER_BYTES, YIELD_THRESHOLD))
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::new(settings())
+        // The decoder does not yield; the threshold is tonic's default, unused.
+        tonic_prost::ProstDecoder::new(BufferSettings::new(DECODE_BUFFER_BYTES, 32 * 1024))
     }
 }
