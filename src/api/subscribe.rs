@@ -117,18 +117,20 @@ impl Gateway {
         let state = StreamState {
             keepalive: tokio::time::interval_at(quiet_until(keepalive), keepalive),
             initial: Some(Box::new(initial)),
-            skip: catch_up.keys,
-            catch_up: catch_up.events.into(),
+            rare: Rare::boxed(
+                catch_up.events.into(),
+                catch_up.keys,
+                req.stitch_bot_replies.then(|| Stitcher {
+                    progress: req.bot_reply_progress,
+                    partial: VecDeque::new(),
+                }),
+            ),
             backlog: sub.backlog.into(),
             live: sub.live,
             ended_before: sub.ended,
             cursor: sub.cursor,
             done: false,
             guard: sub.guard,
-            stitch: req.stitch_bot_replies.then(|| Stitcher {
-                progress: req.bot_reply_progress,
-                partial: VecDeque::new(),
-            }),
         };
         Ok(Response::new(Box::pin(futures::stream::unfold(
             Box::new(state),
@@ -145,11 +147,9 @@ struct StreamState {
     keepalive: tokio::time::Interval,
     /// Boxed: it is sent once, and inline its room would stay reserved for the stream's life.
     initial: Option<Box<pb::ChatEvent>>,
-    /// What a transcript catch-up found, delivered first.
-    catch_up: VecDeque<pb::ChatEvent>,
-    /// Keys of items the catch-up delivered, skipped when the history or the socket brings
-    /// them again (empty without a catch-up).
-    skip: HashSet<String>,
+    /// A catch-up's events and keys and a bot-reply stitcher, for the few streams that have
+    /// one (boxed: inline, their room, 120 B, was reserved in every stream).
+    rare: Option<Box<Rare>>,
     backlog: VecDeque<SharedEvent>,
     live: Listener,
     ended_before: bool,
@@ -157,8 +157,34 @@ struct StreamState {
     cursor: String,
     done: bool,
     guard: SubscriberGuard,
+}
+
+/// What only some streams need.
+struct Rare {
+    /// What a transcript catch-up found, delivered first.
+    catch_up: VecDeque<pb::ChatEvent>,
+    /// Keys of items the catch-up delivered, skipped when the history or the socket brings
+    /// them again (empty without a catch-up).
+    skip: HashSet<String>,
     /// Streamed bot replies joined into whole messages, when the subscriber asked for it.
     stitch: Option<Stitcher>,
+}
+
+impl Rare {
+    /// `None` when the stream needs none of it.
+    fn boxed(
+        catch_up: VecDeque<pb::ChatEvent>,
+        skip: HashSet<String>,
+        stitch: Option<Stitcher>,
+    ) -> Option<Box<Self>> {
+        (!catch_up.is_empty() || !skip.is_empty() || stitch.is_some()).then(|| {
+            Box::new(Self {
+                catch_up,
+                skip,
+                stitch,
+            })
+        })
+    }
 }
 
 /// Bot replies in progress, per stream: at most this many at once (the oldest is dropped;
@@ -256,7 +282,7 @@ async fn next_event(
     if let Some(ev) = st.initial.take() {
         return Some((Ok(*ev), st));
     }
-    if let Some(ev) = st.catch_up.pop_front() {
+    if let Some(ev) = st.rare.as_mut().and_then(|r| r.catch_up.pop_front()) {
         st.cursor.clone_from(&ev.cursor);
         return Some((Ok(ev), st));
     }
@@ -308,15 +334,21 @@ async fn next_event(
                     }
                 },
             };
-            if st.skip.is_empty() || ev.item_id.is_empty() {
-                break ev;
-            }
+            let skip = match &st.rare {
+                Some(r) if !r.skip.is_empty() && !ev.item_id.is_empty() => &r.skip,
+                _ => break ev,
+            };
             match Cursor::decode(&ev.cursor) {
-                Some(c) if st.skip.contains(&c.key) => continue,
+                Some(c) if skip.contains(&c.key) => continue,
                 _ => break ev,
             }
         };
-        match st.stitch.as_mut().map(|s| s.apply(&ev)) {
+        match st
+            .rare
+            .as_mut()
+            .and_then(|r| r.stitch.as_mut())
+            .map(|s| s.apply(&ev))
+        {
             None | Some(Stitched::Deliver) => break ev,
             Some(Stitched::Skip) => continue,
             Some(Stitched::Instead(e)) => break e,
