@@ -84,6 +84,41 @@ struct Actor<'a> {
     up: bool,
 }
 
+impl<'a> Actor<'a> {
+    fn new(
+        session: Arc<Session>,
+        upstream: &'a Connect,
+        settings: &'a SessionSettings,
+        owner: Option<(Box<Owner>, CancellationToken)>,
+    ) -> Self {
+        let mut seen = Seen::new(settings.history.max(1024));
+        let (last_durable, known) = {
+            let st = session.lock();
+            let durable = st.durable();
+            let known: Vec<SeenKey> = st.history.iter().map(|(k, _)| *k).collect();
+            ((!durable.is_empty()).then_some(durable), known)
+        };
+        for k in known {
+            seen.insert(k);
+        }
+        let (owner, stop) = match owner {
+            Some((o, stop)) => (Some(o), stop),
+            None => (None, session.cancel.clone()),
+        };
+        Actor {
+            session,
+            upstream,
+            settings,
+            seen,
+            last_durable,
+            token_expiry: None,
+            stop,
+            owner,
+            up: false,
+        }
+    }
+}
+
 /// Runs the chat's socket until the chat ends, it idles out or `stop` (default: the
 /// session's) is cancelled. What the session's history holds already counts as delivered.
 pub(super) async fn run(
@@ -94,31 +129,9 @@ pub(super) async fn run(
     owner: Option<(Box<Owner>, CancellationToken)>,
 ) -> Outcome {
     let span = tracing::info_span!("chat", contact_id = %session.key);
-    let mut seen = Seen::new(settings.history.max(1024));
-    let (last_durable, known) = {
-        let st = session.lock();
-        let durable = st.durable();
-        let known: Vec<SeenKey> = st.history.iter().map(|(k, _)| *k).collect();
-        ((!durable.is_empty()).then_some(durable), known)
-    };
-    for k in known {
-        seen.insert(k);
-    }
-    let (owner, stop) = match owner {
-        Some((o, stop)) => (Some(o), stop),
-        None => (None, session.cancel.clone()),
-    };
-    let mut actor = Actor {
-        session,
-        upstream,
-        settings,
-        seen,
-        last_durable,
-        token_expiry: None,
-        stop,
-        owner,
-        up: false,
-    };
+    // Built in a function of its own: built here, the moved-from locals kept their room in
+    // the task's future beside the actor.
+    let mut actor = Actor::new(session, upstream, settings, owner);
     let outcome = actor.run(refresh_requests).instrument(span).await;
     if actor.up {
         actor.session.metrics.upstream_sockets.dec();
@@ -601,7 +614,9 @@ impl Actor<'_> {
                     match done {
                         Ok(c) => {
                             let token = c.connection_token.clone();
-                            self.take_connection(c).await;
+                            // Boxed, as every rare step of the pump: inline, its future
+                            // would be the largest thing every session's task reserves.
+                            Box::pin(self.take_connection(c)).await;
                             tracing::debug!(waiting = waiters.len(), "connection token refreshed");
                             for w in waiters.drain(..) {
                                 let _ = w.send(Ok(token.clone()));
@@ -636,7 +651,7 @@ impl Actor<'_> {
                             // Boxed before the await: a socket held across it would be
                             // reserved in every session's task.
                             draining = Some(Box::new((new, early)));
-                            self.take_connection(connection).await;
+                            Box::pin(self.take_connection(connection)).await;
                             deadlines.refresh = self.refresh_at();
                             // Read the old socket up to a barrier (a deep heartbeat, answered
                             // after everything the service sent before it).
@@ -708,7 +723,11 @@ impl Actor<'_> {
             }));
         }
         if !matches!(stop, Stop::Dead(_)) {
-            let _ = tokio::time::timeout(Duration::from_secs(1), (*ws).close(None)).await;
+            let _ = Box::pin(tokio::time::timeout(
+                Duration::from_secs(1),
+                (*ws).close(None),
+            ))
+            .await;
         }
         // A chat whose end was requested ends even if the socket died meanwhile.
         if matches!(stop, Stop::Dead(_)) && self.session.ending.load(Ordering::Acquire) {

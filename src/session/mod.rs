@@ -803,11 +803,12 @@ impl Sessions {
         drop(live);
         let inner = self.inner.clone();
         let s = session.clone();
+        // Mutable before the move: rebound inside the task, it took room there twice.
+        let mut refresh_requests = refresh_requests;
         // One task per mode, each sized by its own future: a single process's task does not
         // reserve the cluster member's state, nor a replica's the actor's beside it.
         if s.link.is_some() {
             self.inner.tasks.spawn(async move {
-                let mut refresh_requests = refresh_requests;
                 member::run(
                     s.clone(),
                     &inner.upstream,
@@ -819,7 +820,6 @@ impl Sessions {
             });
         } else {
             self.inner.tasks.spawn(async move {
-                let mut refresh_requests = refresh_requests;
                 actor::run(
                     s.clone(),
                     &inner.upstream,
