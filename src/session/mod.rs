@@ -239,7 +239,8 @@ pub struct Session {
     subscribers: AtomicUsize,
     last_used: Mutex<Instant>,
     /// Typing and receipts forwarded to Connect: held per chat, so it ends with the chat.
-    event_budget: Mutex<EventBudget>,
+    /// Made on the chat's first typing or receipt (inline, 104 B in every session).
+    event_budget: Mutex<Option<Box<EventBudget>>>,
     /// The process's settings, shared: a copy in every session cost about 200 B a chat.
     settings: Arc<SessionSettings>,
     pub(crate) metrics: Arc<Metrics>,
@@ -328,7 +329,8 @@ impl Session {
 
     /// Runs `f` on the chat's SendEvent budget.
     pub fn with_event_budget<T>(&self, f: impl FnOnce(&mut EventBudget) -> T) -> T {
-        f(&mut self.event_budget.lock().unwrap_or_else(|e| e.into_inner()))
+        let mut budget = self.event_budget.lock().unwrap_or_else(|e| e.into_inner());
+        f(budget.get_or_insert_with(|| Box::new(EventBudget::new(self.settings.event_budget))))
     }
 
     pub fn is_ended(&self) -> bool {
@@ -783,7 +785,7 @@ impl Sessions {
             wakeup,
             subscribers: AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
-            event_budget: Mutex::new(EventBudget::new(self.inner.settings.event_budget)),
+            event_budget: Mutex::new(None),
             settings: self.inner.settings.clone(),
             metrics: self.inner.upstream.metrics().clone(),
             link: self.inner.cluster.as_ref().map(|cluster| {
