@@ -67,8 +67,9 @@ struct Args {
     attachments_only: bool,
     /// Run the instruction-count round only: the gateway and the simulator under valgrind's
     /// callgrind (which must be installed), the gateway's instructions per delivered event
-    /// with one and two subscribers per chat and the simulator's per message pushed; figures
-    /// the machine's noise does not move.
+    /// with one and two subscribers per chat and the simulator's per message pushed, and
+    /// both processes' instructions per idle chat and second (a 60 s idle window first);
+    /// figures the machine's noise does not move.
     #[arg(long)]
     instructions: bool,
     /// Subscribe streams per gRPC connection.
