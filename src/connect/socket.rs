@@ -97,7 +97,7 @@ fn chat_item(content: Option<String>) -> Inbound {
 
 /// How every `aws/chat` frame from Connect begins: its envelope's members in the order
 /// Connect writes them, up to the opening quote of the content's string.
-const CHAT_HEAD: &str = r#"{"topic":"aws/chat","contentType":"application/json","content":""#;
+pub const CHAT_HEAD: &str = r#"{"topic":"aws/chat","contentType":"application/json","content":""#;
 
 /// The decoded content of an `aws/chat` frame laid out as Connect writes it ([`CHAT_HEAD`],
 /// the string, `}`), in one pass over the frame. `None` for any other frame, or a string

@@ -196,7 +196,6 @@ pub(crate) struct Link {
     reshare: Notify,
 }
 
-/// A live chat. Cheap to share; the actor owns the socket.
 /// Why a session's actor is woken ([`signal::Wakeup`]).
 pub(crate) mod wake_reason {
     /// EndChat began the chat's end.
@@ -207,6 +206,7 @@ pub(crate) mod wake_reason {
     pub const STOP: u8 = super::signal::Wakeup::BY_WAKER;
 }
 
+/// A live chat. Cheap to share; the actor owns the socket.
 pub struct Session {
     /// The chat's record key ([`ChatRecord::key`]): its contact, or for a bot its contact
     /// and participant. Names the session here and its keys in cluster mode.

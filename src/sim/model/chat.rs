@@ -267,7 +267,7 @@ impl ChatState {
 /// The `aws/chat` socket frame of `item`: the item serialised once, then escaped into the
 /// frame as a JSON string (the envelope is fixed, so it is not built as a JSON value).
 fn chat_frame(item: &Value) -> Utf8Bytes {
-    const HEAD: &str = r#"{"topic":"aws/chat","contentType":"application/json","content":""#;
+    use crate::connect::socket::CHAT_HEAD as HEAD;
     let item_json = serde_json::to_string(item).unwrap_or_default();
     // Every quote of the item's JSON gains a backslash; a quarter more is a fair guess.
     let mut frame = String::with_capacity(HEAD.len() + item_json.len() * 5 / 4 + 2);
