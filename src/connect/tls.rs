@@ -6,11 +6,20 @@
 //! only while they are in flight: the first part of a record not yet complete, plaintext its
 //! reader has not taken yet, ciphertext the kernel has not taken yet. An idle connection holds
 //! none of them.
+//!
+//! rustls drives the handshake and the first records after it. Once a TLS 1.3 connection has
+//! received the server's first application data (after the session tickets a server sends
+//! with its handshake), rustls hands over the traffic keys and its connection is dropped: the
+//! records are protected from then on by [`record`], which keeps the keys alone (about 130 B
+//! instead of about 4 KB). A TLS 1.2 connection stays with rustls for its life.
 
+mod record;
+
+use record::RecordKeys;
 use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::ServerName;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
-use rustls::ClientConfig;
+use rustls::{ClientConfig, ProtocolVersion, SupportedCipherSuite};
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
@@ -24,7 +33,7 @@ use tokio::net::TcpStream;
 const READ_CHUNK: usize = 16 * 1024 + 2048 + 5;
 
 /// Most plaintext one write encrypts: one record's worth.
-const WRITE_CHUNK: usize = 16 * 1024;
+const WRITE_CHUNK: usize = record::MAX_PLAINTEXT;
 
 /// Room for the few records a connection sends of itself (an alert, a key update), bytes.
 const CONTROL_ROOM: usize = 256;
@@ -37,7 +46,9 @@ thread_local! {
 /// A client TLS connection over TCP that keeps no buffers while idle.
 pub struct TlsStream {
     tcp: TcpStream,
-    conn: UnbufferedClientConnection,
+    conn: Conn,
+    /// The configuration lets rustls hand over the traffic keys.
+    may_hand_over: bool,
     /// Received bytes not yet decrypted: the first part of a record. Empty between records.
     incoming: Vec<u8>,
     /// Decrypted bytes the reader has not taken yet, from `plaintext_taken` on.
@@ -52,10 +63,32 @@ pub struct TlsStream {
     close_queued: bool,
 }
 
+/// Who protects the connection's records.
+enum Conn {
+    /// rustls' whole connection: during the handshake, for TLS 1.2, and for TLS 1.3 until the
+    /// server's first application data.
+    Full(Box<UnbufferedClientConnection>),
+    /// A TLS 1.3 connection past that point: its traffic keys alone.
+    Keys(RecordKeys),
+    /// The hand-over failed; the connection is unusable.
+    Failed,
+}
+
+impl Conn {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Full(_) => "rustls",
+            Self::Keys(_) => "traffic keys",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 impl std::fmt::Debug for TlsStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsStream")
             .field("peer", &self.tcp.peer_addr().ok())
+            .field("records", &self.conn.name())
             .field("incoming", &self.incoming.len())
             .field("plaintext", &(self.plaintext.len() - self.plaintext_taken))
             .field("outgoing", &(self.outgoing.len() - self.outgoing_sent))
@@ -88,6 +121,8 @@ struct Driven {
     step: Step,
     /// The server's close_notify arrived in this run.
     peer_closed: bool,
+    /// Application data arrived in this run.
+    data: bool,
 }
 
 fn tls_error(err: rustls::Error) -> io::Error {
@@ -158,6 +193,7 @@ fn drive(
 ) -> io::Result<Driven> {
     let mut consumed = 0;
     let mut peer_closed = false;
+    let mut data_seen = false;
     loop {
         let UnbufferedStatus { mut discard, state } =
             conn.process_tls_records(&mut data[consumed..]);
@@ -167,6 +203,7 @@ fn drive(
                     let record = record.map_err(tls_error)?;
                     discard += record.discard;
                     plaintext.extend_from_slice(record.payload);
+                    data_seen = true;
                 }
                 None
             }
@@ -220,6 +257,7 @@ fn drive(
                 consumed,
                 step,
                 peer_closed,
+                data: data_seen,
             });
         }
     }
@@ -234,10 +272,12 @@ impl TlsStream {
     ) -> io::Result<Self> {
         let name = ServerName::try_from(host.to_owned())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "invalid TLS server name"))?;
+        let may_hand_over = config.enable_secret_extraction;
         let conn = UnbufferedClientConnection::new(config, name).map_err(tls_error)?;
         let mut s = Self {
             tcp,
-            conn,
+            conn: Conn::Full(Box::new(conn)),
+            may_hand_over,
             incoming: Vec::new(),
             plaintext: Vec::new(),
             plaintext_taken: 0,
@@ -247,23 +287,16 @@ impl TlsStream {
             close_queued: false,
         };
         loop {
-            let driven = drive(
-                &mut s.conn,
-                &mut s.incoming,
-                &mut s.plaintext,
-                &mut s.outgoing,
-                Action::Nothing,
-            )?;
-            s.incoming.drain(..driven.consumed);
+            let step = s.process_kept(Action::Nothing)?;
             s.tcp.write_all(&s.outgoing).await?;
             s.outgoing = Vec::new();
-            if driven.peer_closed || driven.step == Step::Closed {
+            if s.peer_closed || step == Step::Closed {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the server closed TLS during the handshake",
                 ));
             }
-            if driven.step == Step::Traffic {
+            if step == Step::Traffic {
                 break;
             }
             s.incoming.reserve(4096);
@@ -277,6 +310,12 @@ impl TlsStream {
         // The handshake's flights are done with; what is left is at most a record's start.
         s.incoming.shrink_to_fit();
         Ok(s)
+    }
+
+    /// Who protects the records: rustls or the traffic keys alone.
+    #[cfg(test)]
+    fn on_traffic_keys(&self) -> bool {
+        matches!(self.conn, Conn::Keys(_))
     }
 
     /// Writes `outgoing` out; frees it once the socket took all of it.
@@ -297,18 +336,69 @@ impl TlsStream {
         Poll::Ready(Ok(()))
     }
 
-    /// Runs the state machine over the bytes kept from earlier reads, doing `action`.
-    fn drive_kept(&mut self, action: Action<'_>) -> io::Result<Step> {
-        let driven = drive(
-            &mut self.conn,
-            &mut self.incoming,
-            &mut self.plaintext,
-            &mut self.outgoing,
-            action,
-        )?;
-        self.incoming.drain(..driven.consumed);
-        self.peer_closed |= driven.peer_closed;
-        Ok(driven.step)
+    /// Processes the received bytes in `data` (decrypted in place) and does `action`:
+    /// plaintext goes to `plaintext`, records to send to `outgoing`. Returns how many bytes of
+    /// `data` are done with; the rest is a record's first part.
+    fn process(&mut self, data: &mut [u8], action: Action<'_>) -> io::Result<(usize, Step)> {
+        match &mut self.conn {
+            Conn::Full(conn) => {
+                let driven = drive(conn, data, &mut self.plaintext, &mut self.outgoing, action)?;
+                self.peer_closed |= driven.peer_closed;
+                if driven.data && driven.step == Step::Traffic && self.may_hand_over {
+                    self.hand_over()?;
+                }
+                Ok((driven.consumed, driven.step))
+            }
+            Conn::Keys(keys) => {
+                match action {
+                    Action::Nothing => {}
+                    Action::Encrypt(plain) => keys.seal_data(plain, &mut self.outgoing)?,
+                    Action::Close => keys.seal_close_notify(&mut self.outgoing)?,
+                }
+                let opened = keys.open(data, &mut self.plaintext)?;
+                self.peer_closed |= opened.peer_closed;
+                Ok((opened.consumed, Step::Traffic))
+            }
+            Conn::Failed => Err(other("the connection failed")),
+        }
+    }
+
+    /// Once a TLS 1.3 connection has had the server's first data, takes its traffic keys
+    /// from rustls and drops the rest of rustls' connection. Anything else stays with rustls.
+    fn hand_over(&mut self) -> io::Result<()> {
+        self.may_hand_over = false;
+        let Conn::Full(conn) = std::mem::replace(&mut self.conn, Conn::Failed) else {
+            return Ok(());
+        };
+        let limit = match conn.negotiated_cipher_suite() {
+            Some(SupportedCipherSuite::Tls13(suite))
+                if conn.protocol_version() == Some(ProtocolVersion::TLSv1_3) =>
+            {
+                suite.common.confidentiality_limit
+            }
+            _ => {
+                self.conn = Conn::Full(conn);
+                return Ok(());
+            }
+        };
+        // The kernel connection would answer key updates and keep later tickets; it keeps
+        // the certificate chain and key schedule to do so, which is what this drops.
+        let (secrets, _kernel) = (*conn)
+            .dangerous_into_kernel_connection()
+            .map_err(tls_error)?;
+        self.conn = Conn::Keys(RecordKeys::new(secrets, limit)?);
+        Ok(())
+    }
+
+    /// Processes the bytes kept from earlier reads, doing `action`.
+    fn process_kept(&mut self, action: Action<'_>) -> io::Result<Step> {
+        let mut incoming = std::mem::take(&mut self.incoming);
+        let processed = self.process(&mut incoming, action);
+        if let Ok((consumed, _)) = processed {
+            incoming.drain(..consumed);
+        }
+        self.incoming = incoming;
+        processed.map(|(_, step)| step)
     }
 
     /// Reads once from the socket and decrypts what came.
@@ -329,19 +419,12 @@ impl TlsStream {
                 )));
             }
             if self.incoming.is_empty() {
-                let driven = drive(
-                    &mut self.conn,
-                    &mut buffer[..n],
-                    &mut self.plaintext,
-                    &mut self.outgoing,
-                    Action::Nothing,
-                )?;
-                self.peer_closed |= driven.peer_closed;
-                // A record's first part stays for the next read, as rustls left it.
-                self.incoming.extend_from_slice(&buffer[driven.consumed..n]);
+                let (consumed, _) = self.process(&mut buffer[..n], Action::Nothing)?;
+                // A record's first part stays for the next read.
+                self.incoming.extend_from_slice(&buffer[consumed..n]);
             } else {
                 self.incoming.extend_from_slice(&buffer[..n]);
-                self.drive_kept(Action::Nothing)?;
+                self.process_kept(Action::Nothing)?;
                 if self.incoming.is_empty() {
                     self.incoming = Vec::new();
                 }
@@ -398,7 +481,7 @@ impl AsyncWrite for TlsStream {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         let chunk = &buf[..buf.len().min(WRITE_CHUNK)];
-        match this.drive_kept(Action::Encrypt(chunk))? {
+        match this.process_kept(Action::Encrypt(chunk))? {
             Step::Traffic => {}
             Step::Blocked => return Poll::Ready(Err(other("handshake not complete"))),
             Step::Closed => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
@@ -420,7 +503,7 @@ impl AsyncWrite for TlsStream {
         let this = self.get_mut();
         if !this.close_queued {
             ready!(this.poll_send(cx))?;
-            this.drive_kept(Action::Close)?;
+            this.process_kept(Action::Close)?;
             this.close_queued = true;
         }
         ready!(this.poll_send(cx))?;
@@ -433,28 +516,37 @@ mod tests {
     use super::*;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
+    use rustls::HandshakeKind;
     use std::net::SocketAddr;
     use tokio::net::TcpListener;
 
-    /// A TLS server on loopback with a generated CA, and a client configuration trusting it.
-    async fn server() -> (TcpListener, tokio_rustls::TlsAcceptor, Arc<ClientConfig>) {
+    /// A TLS server on loopback with a generated CA, and a client configuration trusting it
+    /// that speaks `versions`.
+    async fn server_with(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (TcpListener, tokio_rustls::TlsAcceptor, Arc<ClientConfig>) {
         let certs = crate::sim::tls::generate("127.0.0.1".parse().unwrap()).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(certs.ca_pem.as_bytes()) {
             roots.add(cert.unwrap()).unwrap();
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let client = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+        let mut client = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
+        client.enable_secret_extraction = true;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         (
             listener,
             tokio_rustls::TlsAcceptor::from(certs.server),
             Arc::new(client),
         )
+    }
+
+    async fn server() -> (TcpListener, tokio_rustls::TlsAcceptor, Arc<ClientConfig>) {
+        server_with(rustls::DEFAULT_VERSIONS).await
     }
 
     async fn client(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<TlsStream> {
@@ -504,8 +596,85 @@ mod tests {
             tls.read_exact(&mut got).await.unwrap();
             assert!(got == sent, "{len} bytes came back altered");
             assert!(holds_nothing(&tls), "after {len} bytes: {tls:?}");
+            // Past the server's first data, a TLS 1.3 connection keeps its traffic keys alone.
+            assert!(tls.on_traffic_keys(), "after {len} bytes: {tls:?}");
         }
         closes_cleanly(tls, server).await;
+    }
+
+    #[tokio::test]
+    async fn a_tls_1_2_connection_stays_with_rustls_and_carries_data() {
+        let (listener, acceptor, config) = server_with(&[&rustls::version::TLS12]).await;
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(echo(listener, acceptor));
+        let mut tls = client(addr, config).await.unwrap();
+        for len in [10, 50_000] {
+            let sent = pattern(len);
+            tls.write_all(&sent).await.unwrap();
+            let mut got = vec![0; len];
+            tls.read_exact(&mut got).await.unwrap();
+            assert!(got == sent, "{len} bytes came back altered");
+        }
+        assert!(!tls.on_traffic_keys(), "{tls:?}");
+        closes_cleanly(tls, server).await;
+    }
+
+    #[tokio::test]
+    async fn the_tickets_of_a_connection_on_traffic_keys_resume_the_next_one() {
+        let (listener, acceptor, config) = server().await;
+        let addr = listener.local_addr().unwrap();
+        let (kinds, mut kinds_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut tls = acceptor.accept(tcp).await.unwrap();
+                kinds.send(tls.get_ref().1.handshake_kind()).unwrap();
+                let mut byte = [0u8; 1];
+                tls.read_exact(&mut byte).await.unwrap();
+                tls.write_all(&byte).await.unwrap();
+                tls.shutdown().await.unwrap();
+            }
+        });
+        for _ in 0..2 {
+            let mut tls = client(addr, config.clone()).await.unwrap();
+            tls.write_all(b"x").await.unwrap();
+            let mut byte = [0u8; 1];
+            tls.read_exact(&mut byte).await.unwrap();
+            assert!(tls.on_traffic_keys(), "{tls:?}");
+            tls.shutdown().await.unwrap();
+        }
+        assert_eq!(kinds_rx.recv().await.unwrap(), Some(HandshakeKind::Full));
+        assert_eq!(kinds_rx.recv().await.unwrap(), Some(HandshakeKind::Resumed));
+    }
+
+    #[tokio::test]
+    async fn a_key_update_from_the_server_ends_a_connection_on_traffic_keys() {
+        let (listener, acceptor, config) = server().await;
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            tls.write_all(b"first").await.unwrap();
+            tls.flush().await.unwrap();
+            let mut byte = [0u8; 1];
+            tls.read_exact(&mut byte).await.unwrap();
+            tls.get_mut().1.refresh_traffic_keys().unwrap();
+            tls.write_all(b"second").await.unwrap();
+            tls.flush().await.unwrap();
+            // Wait for the client to go.
+            let _ = tls.read(&mut byte).await;
+        });
+        let mut tls = client(addr, config).await.unwrap();
+        let mut got = [0u8; 5];
+        tls.read_exact(&mut got).await.unwrap();
+        assert!(tls.on_traffic_keys(), "{tls:?}");
+        tls.write_all(b"y").await.unwrap();
+        let err = tls.read(&mut [0u8; 16]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            err.to_string().contains("updated its traffic keys"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

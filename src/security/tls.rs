@@ -524,11 +524,14 @@ pub fn socket_client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>
         }
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Config)?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    // A TLS 1.3 socket keeps its traffic keys alone once the server's first data came
+    // (`connect::tls`); rustls hands them over only when this is set.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
