@@ -7,7 +7,8 @@
 //! The simulator runs under callgrind too, counted over the same windows: its instructions
 //! per pushed message say how much of the machine the load side takes. Before the load, an
 //! idle window counts what the held chats cost when nothing happens in them: heartbeats,
-//! their answers and the Subscribe keepalives.
+//! their answers and the Subscribe keepalives. The round runs over `ws://` upstream sockets,
+//! then, unless TLS is off, over `wss://`.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -20,7 +21,7 @@ use tokio::task::JoinSet;
 use super::clients::{self, GatewayPool, Recorder};
 use super::procs::{self, Proc};
 use super::report::InstructionsReport;
-use super::{gateway_args, spawn_sim_under, BenchConfig, BenchError, Result};
+use super::{ca_file, gateway_args, spawn_sim_under, BenchConfig, BenchError, Result};
 
 /// Chats of the round: enough for the fan-out to be the gateway's usual per-chat work, few
 /// enough to start quickly under valgrind.
@@ -150,9 +151,11 @@ async fn measure(
     })
 }
 
-pub async fn run(cfg: &BenchConfig) -> Result<InstructionsReport> {
-    let dump_dir = cfg.work_dir.join("callgrind");
-    let sim_dump_dir = cfg.work_dir.join("callgrind-sim");
+/// One round over `wss://` upstream sockets when `tls`, `ws://` otherwise.
+pub async fn run(cfg: &BenchConfig, tls: bool) -> Result<InstructionsReport> {
+    let scheme = if tls { "wss" } else { "ws" };
+    let dump_dir = cfg.work_dir.join(format!("callgrind-{scheme}"));
+    let sim_dump_dir = cfg.work_dir.join(format!("callgrind-sim-{scheme}"));
     std::fs::create_dir_all(&dump_dir)?;
     std::fs::create_dir_all(&sim_dump_dir)?;
     let valgrind = Path::new("valgrind");
@@ -160,7 +163,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<InstructionsReport> {
         cfg,
         0,
         CHATS * 2,
-        false,
+        tls,
         Some((valgrind, callgrind_args(&sim_dump_dir))),
     )
     .await?;
@@ -169,6 +172,12 @@ pub async fn run(cfg: &BenchConfig) -> Result<InstructionsReport> {
     let mut args = callgrind_args(&dump_dir);
     args.push(cfg.gateway_bin.display().to_string());
     args.extend(gateway_args(cfg, &endpoint, &listen, CHATS * 2));
+    if tls {
+        args.extend([
+            "--upstream-ca-file".into(),
+            ca_file(cfg, 0).display().to_string(),
+        ]);
+    }
     let (gateway, out) = Proc::spawn("connect-chat-gateway (callgrind)", valgrind, &args)?;
     procs::forward("connect-chat-gateway (callgrind)", out);
     let addr: std::net::SocketAddr = listen.parse().map_err(|e| BenchError(format!("{e}")))?;
@@ -206,7 +215,9 @@ pub async fn run(cfg: &BenchConfig) -> Result<InstructionsReport> {
         .map_err(|e| BenchError(format!("callgrind round setup: {e}")))?;
     let ids: Vec<String> = chats.iter().map(|c| c.contact_id.clone()).collect();
     let dirs = (dump_dir.as_path(), sim_dump_dir.as_path());
-    eprintln!("bench: instructions: {CHATS} chats ready under callgrind; idle for {IDLE_SECS} s");
+    eprintln!(
+        "bench: instructions ({scheme}://): {CHATS} chats ready under callgrind; idle for {IDLE_SECS} s"
+    );
     let idle = measure_idle(&gateway, &sim, dirs.0, dirs.1).await?;
     eprintln!("bench: instructions: load with one subscriber per chat");
     let one = measure(&gateway, &sim, sim_addr, dirs.0, dirs.1, &ids, &recorder, 1).await?;
@@ -225,6 +236,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<InstructionsReport> {
     let one_per_event = per_event(one.gateway, one.pushed);
     let two_per_event = per_event(two.gateway, two.pushed);
     Ok(InstructionsReport {
+        upstream: format!("{scheme}://"),
         chats: CHATS,
         events: one.pushed,
         instructions_per_event: one_per_event,

@@ -607,7 +607,10 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
     report.machine.load_average_before = procs::load_average();
     if cfg.instructions_only {
         eprintln!("bench: instruction-count round (callgrind)");
-        report.instructions = Some(instructions::run(cfg).await?);
+        report.instructions = Some(instructions::run(cfg, false).await?);
+        if cfg.tls {
+            report.instructions_tls = Some(instructions::run(cfg, true).await?);
+        }
         report.machine.load_average_after = procs::load_average();
         report.check_targets();
         return Ok(report);

@@ -376,12 +376,16 @@ pub struct Report {
     pub cluster: Option<ClusterReport>,
     pub attachment: Option<AttachmentReport>,
     pub instructions: Option<InstructionsReport>,
+    /// The same round over `wss://` upstream sockets.
+    pub instructions_tls: Option<InstructionsReport>,
     pub targets: Vec<Target>,
 }
 
 /// Instructions the gateway executes per delivered event, counted by callgrind.
 #[derive(Clone, Debug, Serialize)]
 pub struct InstructionsReport {
+    /// The upstream sockets' scheme: `ws://` or `wss://`.
+    pub upstream: String,
     pub chats: usize,
     /// Agent messages pushed in each measurement.
     pub events: u64,
@@ -446,6 +450,7 @@ impl Report {
             cluster: None,
             attachment: None,
             instructions: None,
+            instructions_tls: None,
             targets: Vec::new(),
         }
     }
@@ -707,10 +712,11 @@ impl Report {
                 t.streams_ended
             );
         }
-        if let Some(i) = &self.instructions {
+        for i in self.instructions.iter().chain(&self.instructions_tls) {
             let _ = writeln!(
                 o,
-                "\ninstructions (callgrind, {} chats, {} events): {:.0} per delivered event with one subscriber per chat; {:.0} per event with two; each extra subscriber {:.0}; the simulator {:.0} per message pushed; streams ended {}",
+                "\ninstructions (callgrind, {} upstream, {} chats, {} events): {:.0} per delivered event with one subscriber per chat; {:.0} per event with two; each extra subscriber {:.0}; the simulator {:.0} per message pushed; streams ended {}",
+                i.upstream,
                 i.chats,
                 i.events,
                 i.instructions_per_event,

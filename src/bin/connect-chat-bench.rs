@@ -69,7 +69,8 @@ struct Args {
     /// callgrind (which must be installed), the gateway's instructions per delivered event
     /// with one and two subscribers per chat and the simulator's per message pushed, and
     /// both processes' instructions per idle chat and second (a 60 s idle window first);
-    /// figures the machine's noise does not move.
+    /// figures the machine's noise does not move. Over `ws://` upstream sockets, then over
+    /// `wss://` unless `--no-tls`.
     #[arg(long)]
     instructions: bool,
     /// Subscribe streams per gRPC connection.
