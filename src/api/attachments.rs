@@ -229,7 +229,7 @@ impl Gateway {
             async move { upstream.complete_attachment_upload(&t, id, token).await }
         })
         .await?;
-        tracing::info!(contact_id = %session.key, attachment_id = %attachment_id, size, "attachment sent");
+        tracing::info!(contact_id = %session.key(), attachment_id = %attachment_id, size, "attachment sent");
         Ok(Response::new(pb::SendAttachmentResponse { attachment_id }))
     }
 

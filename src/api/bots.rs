@@ -46,7 +46,7 @@ impl Gateway {
                 e => ApiError::from(e),
             })?;
         let content_types = customer
-            .map(|c| c.content_types)
+            .map(|c| c.content_types.clone())
             .unwrap_or_else(|| vec![TEXT_PLAIN.to_owned()]);
         let (record, chat_token) = self
             .record_participant(added, content_types, instance_id, true, &principal, slot)
@@ -59,9 +59,9 @@ impl Gateway {
         );
         Ok(Response::new(pb::AddBotParticipantResponse {
             chat: Some(pb::ChatRef {
-                contact_id: record.contact_id,
+                contact_id: record.contact_id.clone(),
                 chat_token: chat_token.expose().to_owned(),
-                participant_id: record.participant_id,
+                participant_id: record.participant_id.clone(),
             }),
         }))
     }

@@ -181,7 +181,7 @@ impl Gateway {
         bot: bool,
         principal: &Principal,
         slot: Slot<'_>,
-    ) -> Result<(ChatRecord, Secret), ApiError> {
+    ) -> Result<(Arc<ChatRecord>, Secret), ApiError> {
         let chat_token = secret::new_chat_token();
         let participant_token = started.participant_token.clone();
         let record = match self
@@ -248,8 +248,8 @@ impl Gateway {
             .await?;
         tracing::info!(contact_id = %record.contact_id, principal = %principal.id, "chat started");
         Ok(Response::new(pb::StartChatResponse {
-            contact_id: record.contact_id,
-            participant_id: record.participant_id,
+            contact_id: record.contact_id.clone(),
+            participant_id: record.participant_id.clone(),
             chat_token: chat_token.expose().to_owned(),
         }))
     }
@@ -274,17 +274,17 @@ impl Gateway {
         session.begin_end();
         self.sessions
             .store()
-            .mark_ended(&session.key)
+            .mark_ended(session.key())
             .await
             .map_err(ApiError::from)?;
-        self.chats_per_caller.release(&session.key);
+        self.chats_per_caller.release(session.key());
         if let Some(cluster) = self.sessions.cluster() {
             cluster
-                .release_chat(&session.principal, &session.key)
+                .release_chat(session.principal(), session.key())
                 .await
                 .map_err(ApiError::from)?;
         }
-        tracing::info!(contact_id = %session.key, "chat ended by the caller");
+        tracing::info!(contact_id = %session.key(), "chat ended by the caller");
         Ok(Response::new(pb::EndChatResponse {}))
     }
 
@@ -300,8 +300,8 @@ impl Gateway {
         let live = self.sessions.get(&record.key()).map(|s| s.info());
         let ended = record.ended || live.as_ref().is_some_and(|i| i.ended);
         Ok(Response::new(pb::GetChatResponse {
-            contact_id: record.contact_id,
-            participant_id: record.participant_id,
+            contact_id: record.contact_id.clone(),
+            participant_id: record.participant_id.clone(),
             state: if ended {
                 pb::ChatState::Ended
             } else {

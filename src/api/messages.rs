@@ -63,7 +63,7 @@ impl Gateway {
         let session = self
             .live_session(req.chat.as_ref(), &principal, Access::Act)
             .await?;
-        let contact_id = session.key.as_str();
+        let contact_id = session.key();
         // Connect's SendEvent quota is small: typing goes at most once per interval and each
         // receipt once per message; what the budget suppresses is answered OK locally.
         let cluster = self.sessions.cluster();

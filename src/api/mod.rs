@@ -102,7 +102,7 @@ impl Gateway {
         chat: Option<&pb::ChatRef>,
         principal: &Principal,
         access: Access,
-    ) -> Result<ChatRecord, ApiError> {
+    ) -> Result<Arc<ChatRecord>, ApiError> {
         self.shared_rate(principal).await?;
         let inspecting = principal.operator && access == Access::Inspect;
         let chat = check_chat_ref(chat, inspecting)?;
@@ -124,7 +124,7 @@ impl Gateway {
 
     /// The record a chat reference names: the customer's side of the contact, or with a
     /// participant id the bot's (the customer's own participant id names the customer's).
-    async fn chat_record(&self, chat: &pb::ChatRef) -> Result<ChatRecord, ApiError> {
+    async fn chat_record(&self, chat: &pb::ChatRef) -> Result<Arc<ChatRecord>, ApiError> {
         let store = self.sessions.store();
         let record = if chat.participant_id.is_empty() {
             store.get(&chat.contact_id).await?

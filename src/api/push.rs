@@ -12,6 +12,7 @@ use crate::security::auth::Principal;
 use crate::session::SessionError;
 use crate::store::ChatRecord;
 use aws_sdk_connect::types::DeviceType;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 impl Gateway {
@@ -20,7 +21,7 @@ impl Gateway {
         &self,
         chat: Option<&pb::ChatRef>,
         principal: &Principal,
-    ) -> Result<(ChatRecord, String), ApiError> {
+    ) -> Result<(Arc<ChatRecord>, String), ApiError> {
         let record = self.authorize(chat, principal, Access::Act).await?;
         if record.bot {
             // Connect registers devices for the customer participant only.

@@ -35,7 +35,7 @@ impl Gateway {
         })
         .await;
         if let Some(e) = &transcript.error {
-            tracing::info!(contact_id = %session.key, error = %e, "transcript catch-up failed");
+            tracing::info!(contact_id = %session.key(), error = %e, "transcript catch-up failed");
         }
         let mut durable = cursor.durable_id.clone();
         let mut out = CatchUp {

@@ -164,12 +164,12 @@ struct ChatView {
 fn chat_view(s: &Session) -> ChatView {
     let info = s.info();
     ChatView {
-        id: s.key.clone(),
+        id: s.key().to_owned(),
         contact_id: s.contact_id().to_owned(),
-        participant_id: s.participant_id.clone(),
-        role: if s.bot { "custom_bot" } else { "customer" },
-        caller: s.principal.clone(),
-        started_at: rfc3339(s.started_at),
+        participant_id: s.participant_id().to_owned(),
+        role: if s.bot() { "custom_bot" } else { "customer" },
+        caller: s.principal().to_owned(),
+        started_at: rfc3339(s.started_at()),
         upstream: if info.ended {
             "ended"
         } else {

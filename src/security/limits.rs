@@ -187,15 +187,16 @@ pub struct ChatsPerCaller {
 
 #[derive(Debug, Default)]
 struct Holders {
-    callers: HashMap<String, Held>,
-    /// Contact id → the caller holding it.
-    owner_of: HashMap<String, String>,
+    callers: HashMap<Arc<str>, Held>,
+    /// Contact id → the caller holding it. The strings are shared with `callers`: one
+    /// contact id and one caller name each, however many maps name them.
+    owner_of: HashMap<Arc<str>, Arc<str>>,
 }
 
 #[derive(Debug, Default)]
 struct Held {
     reserved: usize,
-    chats: std::collections::HashSet<String>,
+    chats: std::collections::HashSet<Arc<str>>,
 }
 
 impl Holders {
@@ -203,10 +204,10 @@ impl Holders {
         let Some(caller) = self.owner_of.remove(contact_id) else {
             return;
         };
-        if let Some(held) = self.callers.get_mut(&caller) {
+        if let Some(held) = self.callers.get_mut(&*caller) {
             held.chats.remove(contact_id);
             if held.chats.is_empty() && held.reserved == 0 {
-                self.callers.remove(&caller);
+                self.callers.remove(&*caller);
             }
         }
     }
@@ -241,7 +242,7 @@ impl ChatsPerCaller {
         self.lock()
             .callers
             .get(caller)
-            .map(|h| h.chats.iter().cloned().collect())
+            .map(|h| h.chats.iter().map(|c| c.to_string()).collect())
             .unwrap_or_default()
     }
 
@@ -261,7 +262,10 @@ impl ChatsPerCaller {
     /// Reserves a slot for a new chat, or refuses with the limit.
     pub fn reserve(&self, caller: &str) -> Result<Reservation<'_>, usize> {
         let mut inner = self.lock();
-        let held = inner.callers.entry(caller.to_owned()).or_default();
+        let held = match inner.callers.get_mut(caller) {
+            Some(held) => held,
+            None => inner.callers.entry(caller.into()).or_default(),
+        };
         if held.reserved + held.chats.len() >= self.max {
             if held.reserved == 0 && held.chats.is_empty() {
                 inner.callers.remove(caller);
@@ -276,20 +280,27 @@ impl ChatsPerCaller {
         })
     }
 
-    fn settle(&self, caller: &str, contact_id: Option<String>) {
+    fn settle(&self, caller: &str, contact_id: Option<&str>) {
         let mut inner = self.lock();
+        let Some(name) = inner.callers.get_key_value(caller).map(|(n, _)| n.clone()) else {
+            return;
+        };
         let Some(held) = inner.callers.get_mut(caller) else {
             return;
         };
         held.reserved = held.reserved.saturating_sub(1);
         // A StartChat replayed with the same client token returns a chat already held.
-        let newly = contact_id.filter(|id| held.chats.insert(id.clone()));
+        let newly = contact_id.filter(|id| !held.chats.contains(*id)).map(|id| {
+            let id: Arc<str> = id.into();
+            held.chats.insert(id.clone());
+            (id, name)
+        });
         let empty = held.chats.is_empty() && held.reserved == 0;
         if empty {
             inner.callers.remove(caller);
         }
-        if let Some(id) = newly {
-            inner.owner_of.insert(id, caller.to_owned());
+        if let Some((id, name)) = newly {
+            inner.owner_of.insert(id, name);
         }
     }
 }
@@ -297,7 +308,7 @@ impl ChatsPerCaller {
 impl Reservation<'_> {
     pub fn commit(mut self, contact_id: &str) {
         self.committed = true;
-        self.owner.settle(&self.caller, Some(contact_id.to_owned()));
+        self.owner.settle(&self.caller, Some(contact_id));
     }
 }
 

@@ -128,7 +128,7 @@ pub(super) async fn run(
     refresh_requests: &mut Receiver<RefreshRequest>,
     owner: Option<(Box<Owner>, CancellationToken)>,
 ) -> Outcome {
-    let span = tracing::info_span!("chat", contact_id = %session.key);
+    let span = tracing::info_span!("chat", contact_id = %session.key());
     // Built in a function of its own: built here, the moved-from locals kept their room in
     // the task's future beside the actor.
     let mut actor = Actor::new(session, upstream, settings, owner);
@@ -320,7 +320,7 @@ impl Actor<'_> {
         };
         match owner
             .cluster
-            .append(&self.session.key, &owner.lease, &entry)
+            .append(self.session.key(), &owner.lease, &entry)
             .await
         {
             Ok((prev, id)) => {
@@ -349,7 +349,7 @@ impl Actor<'_> {
     async fn connect(&mut self) -> Result<BoxedWs, UpstreamError> {
         let opened = open_socket(
             self.upstream.clone(),
-            self.session.participant_token.clone(),
+            self.session.participant_token().clone(),
             self.settings.connect_timeout,
         )
         .await?;
@@ -369,7 +369,7 @@ impl Actor<'_> {
         if let Some(owner) = &self.owner {
             // Boxed: the Redis call's future is large, and inline it would sit in every
             // session's task, cluster mode or not.
-            Box::pin(share_token(owner, &self.stop, &self.session.key, &c)).await;
+            Box::pin(share_token(owner, &self.stop, self.session.key(), &c)).await;
         }
         self.session.token.set(Some(c.connection_token));
     }
@@ -381,7 +381,7 @@ impl Actor<'_> {
             Err(UpstreamError::AccessDenied) => {
                 let c = self
                     .upstream
-                    .create_connection(&self.session.participant_token, false)
+                    .create_connection(self.session.participant_token(), false)
                     .await?;
                 self.take_connection(c).await;
                 match self.backfill().await {
@@ -471,7 +471,7 @@ impl Actor<'_> {
     /// A CreateParticipantConnection for a new connection token, run beside the pump.
     fn start_refresh(&self) -> BoxFuture<'static, Result<Connection, UpstreamError>> {
         let upstream = self.upstream.clone();
-        let participant_token = self.session.participant_token.clone();
+        let participant_token = self.session.participant_token().clone();
         async move { upstream.create_connection(&participant_token, false).await }.boxed()
     }
 
@@ -591,7 +591,7 @@ impl Actor<'_> {
                         opening = Some(
                             open_socket(
                                 self.upstream.clone(),
-                                self.session.participant_token.clone(),
+                                self.session.participant_token().clone(),
                                 self.settings.connect_timeout,
                             )
                             .map(|opened| opened.map(Box::new))

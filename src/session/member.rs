@@ -78,7 +78,7 @@ async fn catch_up(session: &Session) {
         let Some(after) = session.lock().applied else {
             return;
         };
-        match link.cluster.after(&session.key, after, PAGE).await {
+        match link.cluster.after(session.key(), after, PAGE).await {
             Ok(entries) => {
                 let full = entries.len() >= PAGE;
                 if session.apply_read(entries, false) && !full {
@@ -99,7 +99,7 @@ async fn load_token(session: &Session) {
     if link.owner.load(Ordering::Relaxed) {
         return;
     }
-    match link.cluster.token(&session.key).await {
+    match link.cluster.token(session.key()).await {
         Ok(Some(t)) => {
             session.token.set(Some(t));
         }
@@ -129,7 +129,7 @@ pub(super) async fn run(
         return actor::run(session.clone(), upstream, settings, requests, None).await;
     };
     let cluster = link.cluster.clone();
-    let contact_id = session.key.clone();
+    let contact_id = session.key().to_owned();
     let channel = cluster.channel(&contact_id);
     let weak: Weak<dyn Listener> = Arc::downgrade(&session) as Weak<Session>;
     // Subscribed before the tail is read, so nothing published in between is missed (while
@@ -160,7 +160,7 @@ async fn follow_and_own(
     let renew_every = cluster.settings().renew_every();
     // The log's tail first: the session's history.
     loop {
-        match cluster.tail(&session.key, settings.history).await {
+        match cluster.tail(session.key(), settings.history).await {
             Ok(entries) => {
                 if !session.apply_read(entries, true) {
                     catch_up(session).await;
@@ -185,7 +185,7 @@ async fn follow_and_own(
         if session.is_ended() {
             return Outcome::Ended;
         }
-        let held_for = match cluster.acquire(&session.key).await {
+        let held_for = match cluster.acquire(session.key()).await {
             Ok(Acquired::Taken(lease)) => {
                 // Boxed: a replica that only follows the chat must not reserve the owner's
                 // state (the actor's among it) in its task for the chat's life.
@@ -265,7 +265,7 @@ async fn own(
         return Outcome::Stopped;
     };
     let cluster = link.cluster.clone();
-    tracing::debug!(contact_id = %session.key, fence = lease.fence, "took the chat's lease");
+    tracing::debug!(contact_id = %session.key(), fence = lease.fence, "took the chat's lease");
     link.owner.store(true, Ordering::Relaxed);
     session.metrics.leases_acquired.inc();
     session.metrics.leases_held.inc();
@@ -294,11 +294,11 @@ async fn own(
             o = &mut actor => break o,
             _ = &mut renew => {
                 renew.as_mut().reset(next_renewal(renew_every));
-                let result = cluster.renew(&session.key, &lease).await;
+                let result = cluster.renew(session.key(), &lease).await;
                 match result {
                     Ok(true) => renewed = Instant::now(),
                     Ok(false) => {
-                        tracing::info!(contact_id = %session.key, "the chat's lease was lost");
+                        tracing::info!(contact_id = %session.key(), "the chat's lease was lost");
                         session.metrics.leases_lost.inc();
                         stop.cancel();
                     }
@@ -316,7 +316,7 @@ async fn own(
             _ = link.reshare.notified() => {
                 if let Some(token) = session.current_token() {
                     let shared = cluster
-                        .put_token(&session.key, &lease, &token, Duration::from_secs(3600))
+                        .put_token(session.key(), &lease, &token, Duration::from_secs(3600))
                         .await;
                     if let Err(e) = shared {
                         tracing::debug!(error = %e, "could not share the connection token again");
@@ -327,7 +327,7 @@ async fn own(
     };
     link.owner.store(false, Ordering::Relaxed);
     session.metrics.leases_held.dec();
-    if let Err(e) = cluster.release(&session.key, &lease).await {
+    if let Err(e) = cluster.release(session.key(), &lease).await {
         tracing::debug!(error = %e, "could not release the chat's lease; it lapses");
     }
     outcome

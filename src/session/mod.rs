@@ -22,7 +22,7 @@ use crate::store::{ChatRecord, SessionStore};
 use backfill::{KeyDigest, SeenKey};
 use cursor::Cursor;
 use fanout::{Fanout, Listener};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -208,16 +208,11 @@ pub(crate) mod wake_reason {
 
 /// A live chat. Cheap to share; the actor owns the socket.
 pub struct Session {
-    /// The chat's record key ([`ChatRecord::key`]): its contact, or for a bot its contact
-    /// and participant. Names the session here and its keys in cluster mode.
-    pub key: String,
-    pub participant_id: String,
-    /// The participant is a custom bot (AddBotParticipant).
-    pub bot: bool,
-    /// The principal that started the chat.
-    pub principal: String,
-    pub started_at: SystemTime,
-    participant_token: Secret,
+    /// The chat's record: its contact, participant, participant token, owner and start.
+    /// The in-memory store's own record, shared rather than copied into every session.
+    record: Arc<ChatRecord>,
+    /// A bot's record key (its contact and participant); a customer's is its contact id.
+    bot_key: Option<Box<str>>,
     state: Mutex<State>,
     /// The current connection token for participant calls; `None` until the first
     /// CreateParticipantConnection succeeds. Callers wait on it.
@@ -289,9 +284,37 @@ impl Drop for SubscriberGuard {
 }
 
 impl Session {
+    /// The chat's record key ([`ChatRecord::key`]): its contact, or for a bot its contact
+    /// and participant. Names the session here and its keys in cluster mode.
+    pub fn key(&self) -> &str {
+        self.bot_key.as_deref().unwrap_or(&self.record.contact_id)
+    }
+
     /// The chat's Connect contact id.
     pub fn contact_id(&self) -> &str {
-        self.key.split('/').next().unwrap_or_default()
+        &self.record.contact_id
+    }
+
+    pub fn participant_id(&self) -> &str {
+        &self.record.participant_id
+    }
+
+    /// The participant is a custom bot (AddBotParticipant).
+    pub fn bot(&self) -> bool {
+        self.record.bot
+    }
+
+    /// The principal that started the chat.
+    pub fn principal(&self) -> &str {
+        &self.record.owner
+    }
+
+    pub fn started_at(&self) -> SystemTime {
+        self.record.started_at
+    }
+
+    fn participant_token(&self) -> &Secret {
+        &self.record.participant_token
     }
 
     pub fn touch(&self) {
@@ -595,17 +618,17 @@ impl Session {
 async fn finish(inner: &Inner, s: &Arc<Session>) {
     if s.is_ended() {
         if let Some(on_end) = inner.on_end.get() {
-            on_end(&s.key, &s.principal);
+            on_end(s.key(), s.principal());
         }
-        if let Err(e) = inner.store.mark_ended(&s.key).await {
-            tracing::warn!(contact_id = %s.key, error = %e, "could not mark the chat ended");
+        if let Err(e) = inner.store.mark_ended(s.key()).await {
+            tracing::warn!(contact_id = %s.key(), error = %e, "could not mark the chat ended");
         }
     }
     s.close();
     s.metrics.live_chats.dec();
     let mut live = inner.live.lock().unwrap_or_else(|e| e.into_inner());
-    if live.get(&s.key).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
-        live.remove(&s.key);
+    if live.get(s.key()).is_some_and(|cur| Arc::ptr_eq(&cur.0, s)) {
+        live.remove(s.key());
     }
 }
 
@@ -633,7 +656,8 @@ struct Inner {
     upstream: Connect,
     store: Arc<dyn SessionStore>,
     settings: Arc<SessionSettings>,
-    live: Mutex<HashMap<String, Arc<Session>>>,
+    /// Found by their key without a copy of it.
+    live: Mutex<HashSet<Live>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     /// Told of every chat this process sees end (the per-caller chat slots).
@@ -641,6 +665,29 @@ struct Inner {
     /// Cluster mode: the shared log and leases.
     cluster: Option<Cluster>,
 }
+
+/// A live session in the registry, hashed and compared by its key.
+struct Live(Arc<Session>);
+
+impl std::borrow::Borrow<str> for Live {
+    fn borrow(&self) -> &str {
+        self.0.key()
+    }
+}
+
+impl std::hash::Hash for Live {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.key().hash(state)
+    }
+}
+
+impl PartialEq for Live {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key() == other.0.key()
+    }
+}
+
+impl Eq for Live {}
 
 /// The registry of live sessions: at most one per contact.
 #[derive(Clone)]
@@ -666,7 +713,7 @@ impl Sessions {
                 upstream,
                 store,
                 settings: Arc::new(settings),
-                live: Mutex::new(HashMap::new()),
+                live: Mutex::new(HashSet::new()),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 on_end: std::sync::OnceLock::new(),
@@ -717,10 +764,10 @@ impl Sessions {
             .live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
+            .iter()
+            .map(|l| l.0.clone())
             .collect();
-        all.sort_by_key(|s| std::cmp::Reverse(s.started_at));
+        all.sort_by_key(|s| std::cmp::Reverse(s.started_at()));
         all.truncate(limit);
         all
     }
@@ -732,17 +779,17 @@ impl Sessions {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
-            .cloned()
+            .map(|l| l.0.clone())
     }
 
     /// The live session of the chat, starting one (and its socket) when there is none.
-    pub fn open(&self, record: &ChatRecord) -> Result<Arc<Session>, SessionError> {
+    pub fn open(&self, record: &Arc<ChatRecord>) -> Result<Arc<Session>, SessionError> {
         if self.inner.shutdown.is_cancelled() {
             return Err(SessionError::ShuttingDown);
         }
         let mut live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
         let key = record.key();
-        if let Some(s) = live.get(key.as_ref()) {
+        if let Some(Live(s)) = live.get(key.as_ref()) {
             s.touch();
             return Ok(s.clone());
         }
@@ -762,12 +809,8 @@ impl Sessions {
             wake_reason::REFRESH,
         );
         let session = Arc::new(Session {
-            key: key.into_owned(),
-            participant_id: record.participant_id.clone(),
-            bot: record.bot,
-            principal: record.owner.clone(),
-            started_at: record.started_at,
-            participant_token: record.participant_token.clone(),
+            bot_key: record.bot.then(|| key.into()),
+            record: record.clone(),
             state: Mutex::new(State {
                 history: VecDeque::new(),
                 upstream: Upstream::Connecting,
@@ -801,7 +844,7 @@ impl Sessions {
             key_digest: KeyDigest::new(),
         });
         session.metrics.live_chats.inc();
-        live.insert(session.key.clone(), session.clone());
+        live.insert(Live(session.clone()));
         drop(live);
         let inner = self.inner.clone();
         let s = session.clone();

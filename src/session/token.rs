@@ -26,7 +26,7 @@ impl Session {
                 // No shared token yet (or its key was lost): ask the owner to share it.
                 if let Err(e) = link
                     .cluster
-                    .request_refresh(&self.key, &Secret::new(""))
+                    .request_refresh(self.key(), &Secret::new(""))
                     .await
                 {
                     tracing::debug!(error = %e, "could not ask the owner for its token");
@@ -73,7 +73,7 @@ impl Session {
         let Some(link) = &self.link else {
             return Err(SessionError::NotReady);
         };
-        if let Err(e) = link.cluster.request_refresh(&self.key, stale).await {
+        if let Err(e) = link.cluster.request_refresh(self.key(), stale).await {
             tracing::debug!(error = %e, "could not ask the owner for a new token");
             return Err(SessionError::NotReady);
         }

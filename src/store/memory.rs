@@ -5,8 +5,10 @@
 use super::{ChatRecord, SessionStore, StoreError};
 use async_trait::async_trait;
 use hashlink::LinkedHashSet;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 /// An in-memory store bounded to `capacity` records.
 pub struct MemoryStore {
@@ -16,11 +18,71 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Records {
-    /// Boxed: the table reserves up to twice its records' slots, and a record inline is about
-    /// 200 B.
-    by_contact: HashMap<String, Box<ChatRecord>>,
-    /// Contact ids of the ended records, oldest end first: the eviction order.
+    /// Customers' records, found by their contact id (their key) without a copy of it.
+    /// Shared: a live session holds the same record.
+    customers: HashSet<ByContact>,
+    /// Bots' records, under their key ([`ChatRecord::key`]); a bot's key is not a field.
+    bots: HashMap<String, Arc<ChatRecord>>,
+    /// Keys of the ended records, oldest end first: the eviction order.
     ended: LinkedHashSet<String>,
+}
+
+/// A customer's record, hashed and compared by its contact id.
+struct ByContact(Arc<ChatRecord>);
+
+impl Borrow<str> for ByContact {
+    fn borrow(&self) -> &str {
+        &self.0.contact_id
+    }
+}
+
+impl Hash for ByContact {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.contact_id.hash(state)
+    }
+}
+
+impl PartialEq for ByContact {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.contact_id == other.0.contact_id
+    }
+}
+
+impl Eq for ByContact {}
+
+/// Whether `key` names a bot's record ([`super::bot_key`]: contact ids never hold `/`).
+fn is_bot_key(key: &str) -> bool {
+    key.contains('/')
+}
+
+impl Records {
+    fn len(&self) -> usize {
+        self.customers.len() + self.bots.len()
+    }
+
+    fn get(&self, key: &str) -> Option<&Arc<ChatRecord>> {
+        if is_bot_key(key) {
+            self.bots.get(key)
+        } else {
+            self.customers.get(key).map(|r| &r.0)
+        }
+    }
+
+    fn take(&mut self, key: &str) -> Option<Arc<ChatRecord>> {
+        if is_bot_key(key) {
+            self.bots.remove(key)
+        } else {
+            self.customers.take(key).map(|r| r.0)
+        }
+    }
+
+    fn put(&mut self, record: Arc<ChatRecord>) {
+        if record.bot {
+            self.bots.insert(record.key().into_owned(), record);
+        } else {
+            self.customers.replace(ByContact(record));
+        }
+    }
 }
 
 impl MemoryStore {
@@ -33,7 +95,7 @@ impl MemoryStore {
 
     /// Records held.
     pub fn len(&self) -> usize {
-        self.lock().by_contact.len()
+        self.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -47,49 +109,49 @@ impl MemoryStore {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
-    async fn upsert(&self, record: ChatRecord) -> Result<ChatRecord, StoreError> {
+    async fn upsert(&self, record: ChatRecord) -> Result<Arc<ChatRecord>, StoreError> {
         let mut records = self.lock();
         let key = record.key().into_owned();
-        if let Some(existing) = records.by_contact.get_mut(&key) {
-            existing.merge(record);
-            return Ok(ChatRecord::clone(existing));
+        if let Some(mut existing) = records.take(&key) {
+            // A replay: rare, so the record is copied when a session holds it.
+            Arc::make_mut(&mut existing).merge(record);
+            records.put(existing.clone());
+            return Ok(existing);
         }
-        while records.by_contact.len() >= self.capacity {
+        while records.len() >= self.capacity {
             let Some(oldest) = records.ended.pop_front() else {
                 return Err(StoreError::Full(self.capacity));
             };
-            records.by_contact.remove(&oldest);
+            records.take(&oldest);
         }
         if record.ended {
-            records.ended.insert(key.clone());
+            records.ended.insert(key);
         }
-        records.by_contact.insert(key, Box::new(record.clone()));
+        let record = Arc::new(record);
+        records.put(record.clone());
         Ok(record)
     }
 
-    async fn get(&self, contact_id: &str) -> Result<Option<ChatRecord>, StoreError> {
-        Ok(self
-            .lock()
-            .by_contact
-            .get(contact_id)
-            .map(|r| ChatRecord::clone(r)))
+    async fn get(&self, key: &str) -> Result<Option<Arc<ChatRecord>>, StoreError> {
+        Ok(self.lock().get(key).cloned())
     }
 
-    async fn mark_ended(&self, contact_id: &str) -> Result<(), StoreError> {
+    async fn mark_ended(&self, key: &str) -> Result<(), StoreError> {
         let mut records = self.lock();
-        if let Some(r) = records.by_contact.get_mut(contact_id) {
-            if !r.ended {
-                r.ended = true;
-                records.ended.insert(contact_id.to_owned());
+        if records.get(key).is_some_and(|r| !r.ended) {
+            if let Some(mut r) = records.take(key) {
+                Arc::make_mut(&mut r).ended = true;
+                records.put(r);
             }
+            records.ended.insert(key.to_owned());
         }
         Ok(())
     }
 
-    async fn remove(&self, contact_id: &str) -> Result<(), StoreError> {
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
         let mut records = self.lock();
-        records.by_contact.remove(contact_id);
-        records.ended.remove(contact_id);
+        records.take(key);
+        records.ended.remove(key);
         Ok(())
     }
 }

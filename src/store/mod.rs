@@ -15,6 +15,7 @@ pub use self::seal::Sealer;
 
 use crate::security::secret::{Secret, TokenHash};
 use async_trait::async_trait;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// How many chat tokens stay valid for one chat (one per StartChat replay with the same
@@ -88,10 +89,11 @@ pub enum StoreError {
 pub trait SessionStore: Send + Sync + 'static {
     /// Inserts a record, or, when its key is known already (a StartChat or AddBotParticipant
     /// replayed with the same client token), adds the new chat token hash to it. Returns the
-    /// stored record.
-    async fn upsert(&self, record: ChatRecord) -> Result<ChatRecord, StoreError>;
+    /// stored record (the in-memory store's own, shared: a live session keeps it rather than
+    /// copies of its strings).
+    async fn upsert(&self, record: ChatRecord) -> Result<Arc<ChatRecord>, StoreError>;
     /// The record under `key` ([`ChatRecord::key`]).
-    async fn get(&self, key: &str) -> Result<Option<ChatRecord>, StoreError>;
+    async fn get(&self, key: &str) -> Result<Option<Arc<ChatRecord>>, StoreError>;
     /// Marks the chat ended; a no-op for an unknown key.
     async fn mark_ended(&self, key: &str) -> Result<(), StoreError>;
     async fn remove(&self, key: &str) -> Result<(), StoreError>;
@@ -135,6 +137,35 @@ mod tests {
         store.upsert(record("c", "t")).await.unwrap();
         assert!(store.get("a").await.unwrap().is_none());
         assert_eq!(store.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_memory_store_hands_out_its_own_record_and_keeps_bots_apart() {
+        let store = MemoryStore::new(4);
+        let customer = store.upsert(record("c", "t")).await.unwrap();
+        // A live session keeps the stored record itself, not a copy of its strings.
+        let got = store.get("c").await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&customer, &got));
+        let bot = store
+            .upsert(ChatRecord {
+                participant_id: "b".into(),
+                bot: true,
+                ..record("c", "bt")
+            })
+            .await
+            .unwrap();
+        assert_eq!(bot.key(), "c/b");
+        assert_eq!(store.len(), 2);
+        assert!(store.get("c/b").await.unwrap().unwrap().token_matches("bt"));
+        assert!(!store.get("c").await.unwrap().unwrap().token_matches("bt"));
+        store.mark_ended("c/b").await.unwrap();
+        assert!(store.get("c/b").await.unwrap().unwrap().ended);
+        assert!(!store.get("c").await.unwrap().unwrap().ended);
+        // The holder of the record from before keeps it as it was.
+        assert!(!bot.ended);
+        store.remove("c/b").await.unwrap();
+        assert!(store.get("c/b").await.unwrap().is_none());
+        assert_eq!(store.len(), 1);
     }
 
     #[tokio::test]

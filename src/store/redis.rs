@@ -217,7 +217,7 @@ impl RedisStore {
 
 #[async_trait]
 impl SessionStore for RedisStore {
-    async fn upsert(&self, record: ChatRecord) -> Result<ChatRecord, StoreError> {
+    async fn upsert(&self, record: ChatRecord) -> Result<Arc<ChatRecord>, StoreError> {
         let fixed = serde_json::to_string(&Fixed::of(&record, &self.sealer))
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let mut conn = self.conn().await?;
@@ -231,10 +231,11 @@ impl SessionStore for RedisStore {
             .await
             .map_err(unavailable)?;
         record_of(&fixed, &tokens, &ended, &self.sealer)
+            .map(Arc::new)
             .ok_or_else(|| StoreError::Unavailable("the stored record is unreadable".into()))
     }
 
-    async fn get(&self, contact_id: &str) -> Result<Option<ChatRecord>, StoreError> {
+    async fn get(&self, contact_id: &str) -> Result<Option<Arc<ChatRecord>>, StoreError> {
         let mut conn = self.conn().await?;
         let (fixed, tokens, ended): (Option<String>, Option<String>, Option<String>) =
             redis::cmd("HMGET")
@@ -252,6 +253,7 @@ impl SessionStore for RedisStore {
                 ended.as_deref().unwrap_or("0"),
                 &self.sealer,
             )
+            .map(Arc::new)
         }))
     }
 
