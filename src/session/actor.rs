@@ -75,7 +75,9 @@ struct Actor<'a> {
     /// The newest transcript item delivered: where a backfill starts.
     last_durable: Option<String>,
     token_expiry: Option<SystemTime>,
-    /// Stops the actor: the session's own token, or a child of it in cluster mode.
+    /// Stops the actor: in one process mode the session's token, which is the process's
+    /// shutdown token and is never cancelled here; in cluster mode a child of it that the
+    /// lease's loss cancels.
     stop: CancellationToken,
     /// Cluster mode: items go to the chat's shared log, under this lease (boxed: one
     /// process mode does not pay for it in every session).

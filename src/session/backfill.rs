@@ -4,7 +4,7 @@
 
 use crate::connect::item::Item;
 use crate::connect::{TranscriptPage, TranscriptQuery};
-use hashlink::LinkedHashSet;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 
@@ -99,42 +99,64 @@ pub struct SeenKey(u128);
 
 /// Item keys already delivered, bounded: the oldest are forgotten first. Keys are kept as
 /// digests ([`KeyDigest`]): the session's, so that the keys its history holds are recorded as
-/// they are.
+/// they are. A quiet chat's few keys are searched in order; past [`Seen::LINEAR`] keys a hash
+/// index is built beside them (a linked set cost about 150 B for a chat's first few keys).
 pub struct Seen {
-    keys: LinkedHashSet<u128>,
+    /// Oldest first.
+    order: VecDeque<u128>,
+    /// The keys of `order`, once there are more than [`Seen::LINEAR`].
+    index: Option<HashSet<u128>>,
     cap: usize,
 }
 
 impl Seen {
+    /// The most keys searched in order, without an index.
+    const LINEAR: usize = 32;
+
     pub fn new(cap: usize) -> Self {
         Self {
-            keys: LinkedHashSet::new(),
+            order: VecDeque::new(),
+            index: None,
             cap: cap.max(16),
         }
     }
 
     /// Records the key; false when it was seen already.
     pub fn insert(&mut self, key: SeenKey) -> bool {
-        if self.keys.contains(&key.0) {
+        if self.contains(key) {
             return false;
         }
-        self.keys.insert(key.0);
-        if self.keys.len() > self.cap {
-            self.keys.pop_front();
+        self.order.push_back(key.0);
+        match &mut self.index {
+            Some(index) => {
+                index.insert(key.0);
+            }
+            None if self.order.len() > Self::LINEAR => {
+                self.index = Some(self.order.iter().copied().collect());
+            }
+            None => {}
+        }
+        if self.order.len() > self.cap {
+            if let (Some(oldest), Some(index)) = (self.order.pop_front(), &mut self.index) {
+                index.remove(&oldest);
+            }
         }
         true
     }
 
     pub fn contains(&self, key: SeenKey) -> bool {
-        self.keys.contains(&key.0)
+        match &self.index {
+            Some(index) => index.contains(&key.0),
+            None => self.order.contains(&key.0),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.order.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.order.is_empty()
     }
 }
 
@@ -170,6 +192,21 @@ mod tests {
         );
         assert!(seen.contains(key("item-84")));
         assert!(seen.insert(key("a")));
+    }
+
+    #[test]
+    fn seen_keeps_its_bound_and_order_past_its_index() {
+        let digest = KeyDigest::new();
+        let key = |i: usize| digest.of(&format!("item-{i}"));
+        let mut seen = Seen::new(100);
+        for i in 0..250 {
+            assert!(seen.insert(key(i)), "item-{i} is new");
+            assert!(!seen.insert(key(i)), "item-{i} is known");
+        }
+        assert_eq!(seen.len(), 100);
+        assert!(!seen.contains(key(149)), "the oldest are forgotten first");
+        assert!((150..250).all(|i| seen.contains(key(i))));
+        assert!(seen.insert(key(0)));
     }
 
     #[tokio::test]

@@ -224,7 +224,9 @@ pub struct Session {
     /// Turns true once the first connection and its backfill are done (or the session
     /// stopped): from then on the history holds the transcript's tail.
     ready: signal::Latest<bool>,
-    /// Stops the actor (drain, idle, chat end).
+    /// Stops the actor on a drain: the process's shutdown token itself, shared by every
+    /// session and never cancelled through one (a child token per session cost about 120 B a
+    /// chat). A cluster owner stops its actor with a child token of its own.
     cancel: CancellationToken,
     /// Set by EndChat: the actor waits a grace period for Connect's chat-ended item.
     ending: AtomicBool,
@@ -823,7 +825,7 @@ impl Sessions {
             token: signal::Latest::new(None),
             refresh,
             ready: signal::Latest::new(false),
-            cancel: self.inner.shutdown.child_token(),
+            cancel: self.inner.shutdown.clone(),
             ending: AtomicBool::new(false),
             wakeup,
             subscribers: AtomicUsize::new(0),
