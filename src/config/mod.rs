@@ -179,6 +179,11 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_UPSTREAM_MAX_ATTEMPTS", default_value = "3", value_parser = clap::value_parser!(u32).range(1..=10))]
     pub upstream_max_attempts: u32,
 
+    /// Idle HTTP connections kept open to each Connect endpoint for its API calls (0: none,
+    /// every call opens its own). Connections in use are not limited by it.
+    #[arg(long, env = "GATEWAY_UPSTREAM_IDLE_CONNECTIONS", default_value = "32")]
+    pub upstream_idle_connections: usize,
+
     /// First delay before reconnecting a lost socket (doubles, jittered).
     #[arg(long, env = "GATEWAY_RECONNECT_MIN", default_value = "500ms", value_parser = duration)]
     pub reconnect_min: Duration,
@@ -360,6 +365,7 @@ impl Config {
             static_credentials: self.static_credentials || self.embedded(),
             call_timeout: self.upstream_timeout,
             max_attempts: self.upstream_max_attempts,
+            idle_connections: self.upstream_idle_connections,
         }
     }
 

@@ -127,6 +127,7 @@ async fn the_gateway_trusts_an_extra_ca_for_upstream_sockets() {
             static_credentials: true,
             call_timeout: Duration::from_secs(5),
             max_attempts: 1,
+            idle_connections: 4,
         },
         std::sync::Arc::new(connect_chat_gateway::ops::metrics::Metrics::new()),
     )

@@ -100,6 +100,7 @@ impl Harness {
                 static_credentials: true,
                 call_timeout: Duration::from_secs(5),
                 max_attempts: 3,
+                idle_connections: 4,
             },
             metrics.clone(),
         )
