@@ -8,7 +8,7 @@
 use super::backfill::{read_transcript, Seen, SeenKey};
 use super::signal::Receiver;
 use super::token::RefreshRequest;
-use super::{wake_reason, Session, SessionError, SessionSettings};
+use super::{key_digest, wake_reason, Session, SessionError, SessionSettings};
 use crate::cluster::{AppendError, Cluster, Entry, Lease, Published};
 use crate::connect::item::Item;
 use crate::connect::socket::{self, Inbound};
@@ -432,7 +432,7 @@ impl Actor<'_> {
     async fn deliver(&mut self, item: Box<Item>) -> Result<bool, Stop> {
         self.session.metrics.events_received.inc();
         let key = item.dedupe_key();
-        let seen_key = self.session.key_digest.of(&key);
+        let seen_key = key_digest().of(&key);
         if self.seen.contains(seen_key) {
             self.session.metrics.events_duplicate.inc();
             return Ok(false);
@@ -577,7 +577,7 @@ impl Actor<'_> {
                     if deadlines.idle <= now {
                         deadlines.idle = now + idle_check;
                         let s = &self.session;
-                        let unused = s.last_used.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+                        let unused = s.unused_for();
                         if s.subscribers.load(std::sync::atomic::Ordering::Relaxed) == 0
                             && unused >= self.settings.idle_timeout
                         {

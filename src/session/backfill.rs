@@ -98,7 +98,7 @@ impl Default for KeyDigest {
 pub struct SeenKey(u128);
 
 /// Item keys already delivered, bounded: the oldest are forgotten first. Keys are kept as
-/// digests ([`KeyDigest`]): the session's, so that the keys its history holds are recorded as
+/// digests ([`KeyDigest`]): the process's, so that the keys a history holds are recorded as
 /// they are. A quiet chat's few keys are searched in order; past [`Seen::LINEAR`] keys a hash
 /// index is built beside them (a linked set cost about 150 B for a chat's first few keys).
 pub struct Seen {

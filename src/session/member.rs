@@ -111,12 +111,7 @@ async fn load_token(session: &Session) {
 /// Whether nobody has subscribed to or called the chat here for the idle timeout.
 fn idle(session: &Session, settings: &SessionSettings) -> bool {
     session.subscribers.load(Ordering::Relaxed) == 0
-        && session
-            .last_used
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .elapsed()
-            >= settings.idle_timeout
+        && session.unused_for() >= settings.idle_timeout
 }
 
 pub(super) async fn run(

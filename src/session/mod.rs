@@ -23,8 +23,8 @@ use backfill::{KeyDigest, SeenKey};
 use cursor::Cursor;
 use fanout::{Fanout, Listener};
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -127,18 +127,32 @@ impl Upstream {
 /// What a subscriber receives: events are shared, never copied per subscriber until encoded.
 pub type SharedEvent = Arc<pb::ChatEvent>;
 
+/// Milliseconds since the process's first call: a session's last use in 8 bytes.
+fn since_start() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    u64::try_from(START.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The digest of item keys for every session's history and de-duplication set: one per
+/// process (a pair of keys in every session cost 32 B a chat).
+fn key_digest() -> &'static KeyDigest {
+    static DIGEST: LazyLock<KeyDigest> = LazyLock::new(KeyDigest::new);
+    &DIGEST
+}
+
 /// An event as the history keeps it: encoded (protobuf), about a third of the memory of the
 /// decoded event with its strings, decoded again only for a subscriber that replays it.
-/// Shared, so that a replay copies the entries out under the session's lock and decodes them
-/// after it.
-type Recorded = bytes::Bytes;
+/// A replay copies the entries out under the session's lock and decodes them after it. A
+/// shared buffer (`Bytes`) cost 16 B more per entry, and after the entry's first replay an
+/// allocation of its own for its count.
+type Recorded = Box<[u8]>;
 
 fn record(event: &pb::ChatEvent) -> Recorded {
     use prost::Message;
     let mut bytes = Vec::with_capacity(event.encoded_len());
     // Encoding into a buffer of the encoded length does not fail.
     let _ = event.encode(&mut bytes);
-    bytes.into()
+    bytes.into_boxed_slice()
 }
 
 /// The history entries' events, still encoded.
@@ -152,7 +166,7 @@ fn replay(recorded: Vec<Recorded>) -> Vec<SharedEvent> {
     use prost::Message;
     recorded
         .into_iter()
-        .filter_map(|bytes| pb::ChatEvent::decode(bytes).ok().map(Arc::new))
+        .filter_map(|bytes| pb::ChatEvent::decode(&bytes[..]).ok().map(Arc::new))
         .collect()
 }
 
@@ -234,7 +248,8 @@ pub struct Session {
     /// ([`wake_reason`]).
     wakeup: Arc<signal::Wakeup>,
     subscribers: AtomicUsize,
-    last_used: Mutex<Instant>,
+    /// When the chat was last subscribed to or called here ([`since_start`]).
+    last_used: AtomicU64,
     /// Typing and receipts forwarded to Connect: held per chat, so it ends with the chat.
     /// Made on the chat's first typing or receipt (inline, 104 B in every session).
     event_budget: Mutex<Option<Box<EventBudget>>>,
@@ -243,8 +258,6 @@ pub struct Session {
     pub(crate) metrics: Arc<Metrics>,
     /// Cluster mode only (boxed: one process mode does not pay for it in every session).
     link: Option<Box<Link>>,
-    /// Digests the item keys of the history and of the actor's de-duplication set.
-    key_digest: KeyDigest,
 }
 
 /// A snapshot for GetChat.
@@ -319,8 +332,13 @@ impl Session {
         &self.record.participant_token
     }
 
+    /// How long ago the chat was last subscribed to or called here.
+    pub(crate) fn unused_for(&self) -> Duration {
+        Duration::from_millis(since_start().saturating_sub(self.last_used.load(Ordering::Relaxed)))
+    }
+
     pub fn touch(&self) {
-        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.last_used.store(since_start(), Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -390,7 +408,7 @@ impl Session {
             Some(c) => {
                 // The event itself, or else (an ephemeral event the history dropped) the
                 // transcript item before it.
-                let key = self.key_digest.of(&c.key);
+                let key = key_digest().of(&c.key);
                 let pos = st
                     .history
                     .iter()
@@ -399,7 +417,7 @@ impl Session {
                         let durable = c.durable_id.as_str();
                         (!durable.is_empty())
                             .then(|| {
-                                let durable = self.key_digest.of(durable);
+                                let durable = key_digest().of(durable);
                                 st.history.iter().position(|(k, _)| *k == durable)
                             })
                             .flatten()
@@ -549,7 +567,7 @@ impl Session {
             }
             return;
         }
-        let digest = self.key_digest.of(&key);
+        let digest = key_digest().of(&key);
         let cursor = Cursor {
             key,
             durable_id: durable,
@@ -829,7 +847,7 @@ impl Sessions {
             ending: AtomicBool::new(false),
             wakeup,
             subscribers: AtomicUsize::new(0),
-            last_used: Mutex::new(Instant::now()),
+            last_used: AtomicU64::new(since_start()),
             event_budget: Mutex::new(None),
             settings: self.inner.settings.clone(),
             metrics: self.inner.upstream.metrics().clone(),
@@ -843,7 +861,6 @@ impl Sessions {
                     reshare: Notify::new(),
                 })
             }),
-            key_digest: KeyDigest::new(),
         });
         session.metrics.live_chats.inc();
         live.insert(Live(session.clone()));
