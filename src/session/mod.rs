@@ -223,7 +223,8 @@ pub(crate) mod wake_reason {
 /// A live chat. Cheap to share; the actor owns the socket.
 pub struct Session {
     /// The chat's record: its contact, participant, participant token, owner and start.
-    /// The in-memory store's own record, shared rather than copied into every session.
+    /// The in-memory store's own record, shared rather than copied into every session; with
+    /// another store, [`ChatRecord::for_session`].
     record: Arc<ChatRecord>,
     /// A bot's record key (its contact and participant); a customer's is its contact id.
     bot_key: Option<Box<str>>,
@@ -830,7 +831,13 @@ impl Sessions {
         );
         let session = Arc::new(Session {
             bot_key: record.bot.then(|| key.into()),
-            record: record.clone(),
+            // The in-memory store's record is shared as it is; a record read from Redis is
+            // the caller's alone, and the session keeps only what it reads of it.
+            record: if self.inner.store.shares_records() {
+                record.clone()
+            } else {
+                Arc::new(record.for_session())
+            },
             state: Mutex::new(State {
                 history: VecDeque::new(),
                 upstream: Upstream::Connecting,

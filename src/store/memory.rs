@@ -132,6 +132,10 @@ impl SessionStore for MemoryStore {
         Ok(record)
     }
 
+    fn shares_records(&self) -> bool {
+        true
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Arc<ChatRecord>>, StoreError> {
         Ok(self.lock().get(key).cloned())
     }

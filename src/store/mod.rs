@@ -68,6 +68,24 @@ impl ChatRecord {
         }
     }
 
+    /// What a live session reads of the record (its key, participant, participant token,
+    /// owner and start), copied at their lengths: the chat token hashes and content types are
+    /// left out. For a store that hands out a fresh record on every read.
+    pub fn for_session(&self) -> ChatRecord {
+        ChatRecord {
+            contact_id: self.contact_id.clone(),
+            participant_id: self.participant_id.clone(),
+            participant_token: self.participant_token.clone(),
+            chat_token_hashes: Vec::new(),
+            content_types: Vec::new(),
+            started_at: self.started_at,
+            ended: self.ended,
+            owner: self.owner.clone(),
+            instance_id: self.instance_id.clone(),
+            bot: self.bot,
+        }
+    }
+
     /// Whether `token` is one of the chat tokens issued for this chat (constant time per hash).
     pub fn token_matches(&self, token: &str) -> bool {
         self.chat_token_hashes
@@ -97,6 +115,11 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Marks the chat ended; a no-op for an unknown key.
     async fn mark_ended(&self, key: &str) -> Result<(), StoreError>;
     async fn remove(&self, key: &str) -> Result<(), StoreError>;
+    /// Whether the records this store hands out are its own, kept and shared (a live session
+    /// then holds the same record); otherwise every read makes a new one.
+    fn shares_records(&self) -> bool {
+        false
+    }
     /// Whether the store can record a chat now (checked before Connect is asked for one).
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
@@ -166,6 +189,24 @@ mod tests {
         store.remove("c/b").await.unwrap();
         assert!(store.get("c/b").await.unwrap().is_none());
         assert_eq!(store.len(), 1);
+        assert!(store.shares_records());
+    }
+
+    #[test]
+    fn a_sessions_copy_keeps_what_a_session_reads() {
+        let r = ChatRecord {
+            bot: true,
+            ..record("c", "t")
+        };
+        let s = r.for_session();
+        assert_eq!(s.key(), r.key());
+        assert_eq!(s.participant_id, r.participant_id);
+        assert_eq!(s.participant_token, r.participant_token);
+        assert_eq!(
+            (s.owner.as_str(), s.started_at),
+            (r.owner.as_str(), r.started_at)
+        );
+        assert!(s.chat_token_hashes.is_empty() && s.content_types.is_empty());
     }
 
     #[tokio::test]
