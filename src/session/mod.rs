@@ -127,7 +127,8 @@ impl Upstream {
 /// What a subscriber receives: events are shared, never copied per subscriber until encoded.
 pub type SharedEvent = Arc<pb::ChatEvent>;
 
-/// Milliseconds since the process's first call: a session's last use in 8 bytes.
+/// Milliseconds since this function's first call in the process: a session's last use in
+/// 8 bytes.
 fn since_start() -> u64 {
     static START: LazyLock<Instant> = LazyLock::new(Instant::now);
     u64::try_from(START.elapsed().as_millis()).unwrap_or(u64::MAX)
