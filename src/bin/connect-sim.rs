@@ -9,6 +9,12 @@ use clap::Parser;
 use connect_chat_gateway::sim::{admin, AgentConfig, SimConfig, Simulator};
 use tracing_subscriber::EnvFilter;
 
+/// The simulator builds a transcript item (a JSON map, one allocation a key and a value) for
+/// every message it pushes: as the benchmark's load side, it spent a fifth of its instructions
+/// in glibc's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "connect-sim",
