@@ -4,6 +4,7 @@
 use connect_chat_gateway::config::{AdminListen, Config, StoreKind};
 use connect_chat_gateway::connect::Connect;
 use connect_chat_gateway::ops::metrics::Metrics;
+use connect_chat_gateway::ops::runtime;
 use connect_chat_gateway::ops::telemetry::{self, Telemetry};
 use connect_chat_gateway::serve::ClusterOptions;
 #[cfg(feature = "sim")]
@@ -17,12 +18,22 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config = match Config::load_from(std::env::args_os()) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
+    let runtime = match runtime::build(usize::from(config.worker_threads)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("connect-chat-gateway: cannot start the runtime (--worker-threads): {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve_until_stopped(config))
+}
+
+async fn serve_until_stopped(config: Config) -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Traces over OTLP when the OTEL_* variables ask for them.
     let (telemetry, otel) = if telemetry::enabled() {

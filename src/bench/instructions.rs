@@ -76,10 +76,13 @@ fn dumped_instructions(dir: &Path) -> Result<u64> {
         .ok_or_else(|| BenchError(format!("no instruction total in {}", path.display())))
 }
 
-/// The callgrind arguments that write a process's dumps into `dir`.
+/// The callgrind arguments that write a process's dumps into `dir`, each dump readable by
+/// `callgrind_annotate` on its own (with names compressed, a later dump names a function by a
+/// number an earlier one defined).
 fn callgrind_args(dir: &Path) -> Vec<String> {
     vec![
         "--tool=callgrind".into(),
+        "--compress-strings=no".into(),
         format!("--callgrind-out-file={}/callgrind.out.%p", dir.display()),
     ]
 }

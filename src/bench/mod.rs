@@ -80,6 +80,9 @@ pub struct BenchConfig {
     pub tls: bool,
     /// Subscribe streams per gRPC connection.
     pub streams_per_connection: usize,
+    /// Worker threads of each gateway and simulator process (`--worker-threads`; 0: one per
+    /// CPU).
+    pub worker_threads: usize,
     /// Pause before each memory reading, so heartbeats and allocator caches settle.
     pub settle_secs: f64,
     /// Run the cluster round (three replicas on a private `redis-server`).
@@ -115,6 +118,7 @@ impl BenchConfig {
             idle_secs: 30.0,
             tls: true,
             streams_per_connection: 100,
+            worker_threads: 1,
             settle_secs: 2.0,
             cluster: cluster::available(),
             cluster_chats: 2_000,
@@ -208,7 +212,12 @@ async fn spawn_sim_under(
         .iter()
         .map(|s| s.to_string())
         .collect();
-    sim_args.extend(["--max-chats".into(), (2 * total + 1000).to_string()]);
+    sim_args.extend([
+        "--max-chats".into(),
+        (2 * total + 1000).to_string(),
+        "--worker-threads".into(),
+        cfg.worker_threads.to_string(),
+    ]);
     let ca_file = ca_file(cfg, index);
     if tls {
         std::fs::create_dir_all(&cfg.work_dir)?;
@@ -269,6 +278,8 @@ fn gateway_args(cfg: &BenchConfig, endpoint: &str, listen: &str, total: usize) -
         (2 * total + 1000).to_string(),
         "--max-concurrent-streams".into(),
         (cfg.streams_per_connection + 256).to_string(),
+        "--worker-threads".into(),
+        cfg.worker_threads.to_string(),
     ];
     args.extend(["--admin-listen".into(), "off".into()]);
     args

@@ -32,6 +32,8 @@ pub struct Sizes {
     pub throughput_rate: f64,
     pub throughput_secs: f64,
     pub idle_secs: f64,
+    /// Worker threads of each gateway and simulator process (0: one per CPU).
+    pub worker_threads: usize,
 }
 
 /// StartChat against the direct calls it stands for.
@@ -442,6 +444,7 @@ impl Report {
                 throughput_rate: cfg.throughput_rate,
                 throughput_secs: cfg.throughput_secs,
                 idle_secs: cfg.idle_secs,
+                worker_threads: cfg.worker_threads,
             },
             setup: None,
             latency: None,
@@ -560,6 +563,15 @@ impl Report {
             m.open_file_limit,
             m.load_average_before,
             m.load_average_after
+        );
+        let threads = match self.sizes.worker_threads {
+            0 => "one per core".to_owned(),
+            n => n.to_string(),
+        };
+        let _ = writeln!(
+            o,
+            "processes: {} gateway(s) and {} simulator(s), worker threads each: {threads}",
+            self.sizes.processes, self.sizes.processes
         );
         let row = |o: &mut String, what: &str, gw: String, direct: String, added: String| {
             let _ = writeln!(o, "| {what:<44} | {gw:>14} | {direct:>14} | {added:>16} |");

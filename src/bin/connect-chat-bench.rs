@@ -47,6 +47,10 @@ struct Args {
     /// (30 s) the window misses keepalives of the chats started last.
     #[arg(long, default_value_t = 30.0)]
     idle_secs: f64,
+    /// Worker threads of each gateway and simulator process (their --worker-threads; 0: one
+    /// per CPU). One each is the cheapest layout when the processes share the machine's cores.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    worker_threads: u16,
     /// Skip the capacity round with wss:// upstream sockets.
     #[arg(long)]
     no_tls: bool,
@@ -101,6 +105,7 @@ async fn main() -> ExitCode {
     cfg.throughput_rate = args.throughput_rate;
     cfg.throughput_secs = args.throughput_secs;
     cfg.idle_secs = args.idle_secs;
+    cfg.worker_threads = usize::from(args.worker_threads);
     cfg.tls = !args.no_tls;
     cfg.cluster = cfg.cluster && !args.no_cluster;
     cfg.cluster_chats = args.cluster_chats.max(1);

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use connect_chat_gateway::ops::runtime;
 use connect_chat_gateway::sim::{admin, AgentConfig, SimConfig, Simulator};
 use tracing_subscriber::EnvFilter;
 
@@ -25,6 +26,10 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "CONNECT_SIM_BIND", default_value = "127.0.0.1:8787")]
     bind: SocketAddr,
+    /// Threads that run the simulator's work; 0: one per CPU the process may use, 1: every
+    /// task on one thread (as the benchmark runs several simulators on a few cores).
+    #[arg(long, env = "CONNECT_SIM_WORKER_THREADS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    worker_threads: u16,
     /// Base of REST-issued URLs (attachments, authentication); default http://<bind>.
     #[arg(long, env = "CONNECT_SIM_PUBLIC_BASE_URL")]
     public_base_url: Option<String>,
@@ -136,14 +141,23 @@ impl Args {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
     let args = Args::parse();
+    match runtime::build(usize::from(args.worker_threads)) {
+        Ok(rt) => rt.block_on(simulate(args)),
+        Err(err) => {
+            eprintln!("connect-sim: cannot start the runtime (--worker-threads): {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn simulate(args: Args) -> std::process::ExitCode {
     let ca_file = args.tls_ca_file.clone();
     let config = args.into_config();
     let handle = match Simulator::start(config).await {

@@ -184,6 +184,12 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_UPSTREAM_IDLE_CONNECTIONS", default_value = "32")]
     pub upstream_idle_connections: usize,
 
+    /// Threads that run the gateway's work; 0: one per CPU the process may use. With 1 every
+    /// task runs on one thread, which costs less per event than sharing work between threads:
+    /// the cheapest layout for a host is one gateway process per core with 1 here.
+    #[arg(long, env = "GATEWAY_WORKER_THREADS", default_value = "0", value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub worker_threads: u16,
+
     /// First delay before reconnecting a lost socket (doubles, jittered).
     #[arg(long, env = "GATEWAY_RECONNECT_MIN", default_value = "500ms", value_parser = duration)]
     pub reconnect_min: Duration,
@@ -440,6 +446,18 @@ mod tests {
         assert!(Config::load_from(["gw", "--listen", "[::1]:50051"]).is_ok());
         // The simulator and a real instance are exclusive.
         assert!(Config::load_from(["gw", "--simulator", "--instance-id", "i"]).is_err());
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_per_cpu_and_are_bounded() {
+        assert_eq!(Config::load_from(["gw"]).unwrap().worker_threads, 0);
+        let one = Config::load_from(["gw", "--worker-threads", "1"]).unwrap();
+        assert_eq!(one.worker_threads, 1);
+        let refused = Config::load_from(["gw", "--worker-threads", "5000"]).unwrap_err();
+        assert!(
+            refused.to_string().contains("--worker-threads"),
+            "{refused}"
+        );
     }
 
     #[test]
