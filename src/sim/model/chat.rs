@@ -264,15 +264,14 @@ impl ChatState {
     }
 }
 
-/// The `aws/chat` socket frame of `item`: the item serialised once, then escaped into the
-/// frame as a JSON string (the envelope is fixed, so it is not built as a JSON value).
+/// The `aws/chat` socket frame of `item`: the item's JSON written once, directly as the
+/// frame's `content` string (the envelope is fixed, so it is not built as a JSON value).
 fn chat_frame(item: &Value) -> Utf8Bytes {
     use crate::connect::socket::CHAT_HEAD as HEAD;
-    let item_json = serde_json::to_string(item).unwrap_or_default();
-    // Every quote of the item's JSON gains a backslash; a quarter more is a fair guess.
-    let mut frame = String::with_capacity(HEAD.len() + item_json.len() * 5 / 4 + 2);
+    // An item's text is a few hundred bytes; every quote of it gains a backslash.
+    let mut frame = String::with_capacity(512);
     frame.push_str(HEAD);
-    crate::connect::json::escape_into(&mut frame, &item_json);
+    super::frame::escaped_json_into(&mut frame, item);
     frame.push_str("\"}");
     Utf8Bytes::from(frame)
 }

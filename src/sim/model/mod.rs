@@ -5,6 +5,7 @@
 //! - [`registry`]: [`registry::Shared`], the state every handler and task holds.
 //! - [`chat`]: one chat contact, its items, sockets, attachments and agent channel.
 //! - [`control`]: what the simulator's handle and admin API do to chats from outside.
+//! - [`frame`]: an item's `aws/chat` socket frame, written in one pass.
 //! - [`transcript`]: GetTranscript paging over a chat's stored items.
 //! - [`operation`]: the operations of both services and the faults injected into them.
 //! - [`knobs`]: faults, rate quotas, delays and heartbeat answers set at run time.
@@ -13,6 +14,7 @@
 
 pub mod chat;
 pub mod control;
+pub mod frame;
 pub mod knobs;
 pub mod operation;
 pub mod registry;
