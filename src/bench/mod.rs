@@ -25,9 +25,9 @@ use futures::StreamExt;
 use tokio::task::JoinSet;
 
 use clients::{Direct, GatewayPool, Recorder};
-use procs::{CpuMark, Proc};
+use procs::{CpuMark, MachineMark, Proc};
 use report::{
-    CapacityReport, LatencyReport, ProcessCapacity, Report, SetupReport, ThroughputReport,
+    CapacityReport, LatencyReport, ProcessCapacity, Report, SetupReport, ThroughputReport, Usage,
 };
 
 /// A failure that stops the bench.
@@ -738,6 +738,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
     let gw_mark = CpuMark::now(round.gateway.pid);
     let sim_mark = CpuMark::now(round.sim.pid);
     let bench_mark = CpuMark::now(std::process::id());
+    let machine_mark = MachineMark::now();
     let load = clients::sim_load(
         round.sim_addr,
         cfg.throughput_rate,
@@ -750,7 +751,9 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
     let (gw_cpu, gw_cores) = gw_mark.since(round.gateway.pid);
     let gw_kernel = gw_mark.kernel_since(round.gateway.pid);
     let (_, sim_cores) = sim_mark.since(round.sim.pid);
+    let sim_kernel = sim_mark.kernel_since(round.sim.pid);
     let (_, bench_cores) = bench_mark.since(std::process::id());
+    let machine_cores = machine_mark.busy_cores_since(report.machine.cores);
     // What was still in flight when the load stopped, for the delivery check.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let delivered_total = cap_rec.messages.load(Ordering::Relaxed) - before;
@@ -763,8 +766,12 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
         gw_cpu,
         gw_kernel,
         gw_cores,
-        sim_cores,
-        bench_cores,
+        Usage {
+            sim_cores,
+            sim_kernel,
+            bench_cores,
+            machine_cores,
+        },
         cap_rec.ended.load(Ordering::Relaxed) - ended_before,
     ));
     drop(gw_tasks);

@@ -74,6 +74,50 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     cpu_split(pid).map(|(user, system)| user + system)
 }
 
+/// The whole machine's busy and total CPU time so far, in clock ticks summed over its cores
+/// (the first line of `/proc/stat`; busy is all but idle and I/O wait).
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .take(8)
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = ticks[..] else {
+        return None;
+    };
+    let busy = user + nice + system + irq + softirq + steal;
+    Some((busy, busy + idle + iowait))
+}
+
+/// The machine's CPU between two points: how many of its cores were busy on average.
+#[derive(Clone, Copy, Debug)]
+pub struct MachineMark {
+    busy: u64,
+    total: u64,
+}
+
+impl MachineMark {
+    pub fn now() -> Self {
+        let (busy, total) = machine_ticks().unwrap_or((0, 0));
+        MachineMark { busy, total }
+    }
+
+    /// Cores busy on average since the mark, of `cores`.
+    pub fn busy_cores_since(&self, cores: usize) -> f64 {
+        let (busy, total) = machine_ticks().unwrap_or((self.busy, self.total));
+        let (busy, total) = (
+            busy.saturating_sub(self.busy),
+            total.saturating_sub(self.total),
+        );
+        if total == 0 {
+            return 0.0;
+        }
+        busy as f64 / total as f64 * cores as f64
+    }
+}
+
 /// CPU used by a process between two points, as seconds and as a share of one core.
 #[derive(Clone, Copy, Debug)]
 pub struct CpuMark {

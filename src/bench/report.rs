@@ -207,8 +207,60 @@ pub struct ThroughputReport {
     /// reads and writes, and on loopback the receiving side's TCP work too).
     pub gateway_kernel_us_per_event: f64,
     pub sim_cores: f64,
+    /// The simulator's system time per message pushed: on loopback each frame's write also
+    /// carries the receiving side's TCP work.
+    pub sim_kernel_us_per_message: f64,
     pub bench_cores: f64,
+    /// Cores of the whole machine busy over the load (every process, the idle ones too).
+    pub machine_busy_cores: f64,
+    /// Which process or resource bounded the rate, and how that was decided.
+    pub limit: String,
     pub streams_ended: u64,
+}
+
+/// CPU used over the throughput load by the processes beside the gateway, and the machine.
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    pub sim_cores: f64,
+    /// The simulator's system CPU seconds.
+    pub sim_kernel: f64,
+    pub bench_cores: f64,
+    pub machine_cores: f64,
+}
+
+/// What bounded a throughput load: a process at the cores its `threads` worker threads can
+/// use (within a tenth), else the machine with nine tenths of its `cores` busy. Nothing
+/// bounded it when the simulator kept the asked rate.
+pub fn throughput_limit(
+    behind: u64,
+    gateway_cores: f64,
+    usage: Usage,
+    threads: usize,
+    cores: usize,
+) -> String {
+    if behind == 0 {
+        return "none: the simulator pushed at the asked rate (ask more with --throughput-rate)"
+            .into();
+    }
+    let saturates = |c: f64| threads > 0 && c >= 0.9 * threads as f64;
+    if saturates(gateway_cores) {
+        format!("the gateway: {gateway_cores:.2} cores on its {threads} worker thread(s)")
+    } else if saturates(usage.sim_cores) {
+        format!(
+            "the simulator: {:.2} cores on its {threads} worker thread(s), behind the asked rate",
+            usage.sim_cores
+        )
+    } else if usage.machine_cores >= 0.9 * cores as f64 {
+        format!(
+            "the machine: {:.2} of {cores} cores busy (gateway {gateway_cores:.2}, simulator {:.2}, bench {:.2}, the rest other processes and the kernel's own work)",
+            usage.machine_cores, usage.sim_cores, usage.bench_cores
+        )
+    } else {
+        format!(
+            "unclear: the simulator fell behind with no process at its threads and {:.2} of {cores} cores busy",
+            usage.machine_cores
+        )
+    }
 }
 
 impl ThroughputReport {
@@ -222,25 +274,30 @@ impl ThroughputReport {
         gateway_cpu: f64,
         gateway_kernel: f64,
         gateway_cores: f64,
-        sim_cores: f64,
-        bench_cores: f64,
+        usage: Usage,
         streams_ended: u64,
     ) -> Self {
         let secs = load["elapsed_ms"].as_f64().unwrap_or(0.0) / 1e3;
+        let pushed = load["pushed"].as_u64().unwrap_or(0);
+        let behind = load["behind"].as_u64().unwrap_or(0);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         ThroughputReport {
             chats,
             asked_rate: cfg.throughput_rate,
             secs,
-            pushed: load["pushed"].as_u64().unwrap_or(0),
-            behind: load["behind"].as_u64().unwrap_or(0),
+            pushed,
+            behind,
             delivered,
             delivered_total,
             events_per_s: ratio(delivered as f64, secs),
             gateway_cores,
             gateway_cpu_us_per_event: ratio(gateway_cpu * 1e6, delivered as f64),
             gateway_kernel_us_per_event: ratio(gateway_kernel * 1e6, delivered as f64),
-            sim_cores,
-            bench_cores,
+            sim_cores: usage.sim_cores,
+            sim_kernel_us_per_message: ratio(usage.sim_kernel * 1e6, pushed as f64),
+            bench_cores: usage.bench_cores,
+            machine_busy_cores: usage.machine_cores,
+            limit: throughput_limit(behind, gateway_cores, usage, cfg.worker_threads, cores),
             streams_ended,
         }
     }
@@ -503,6 +560,12 @@ impl Report {
                 met: th.events_per_s >= 50_000.0,
             });
             t.push(Target {
+                name: "throughput: the gateway, not the load side, the limit".into(),
+                target: "the gateway saturated".into(),
+                measured: th.limit.clone(),
+                met: th.limit.starts_with("the gateway"),
+            });
+            t.push(Target {
                 name: "throughput: gateway CPU per delivered event".into(),
                 target: "<= 5 us".into(),
                 measured: format!(
@@ -714,15 +777,18 @@ impl Report {
             );
             let _ = writeln!(
                 o,
-                "  {:.0} events/s; gateway {:.2} cores = {:.2} us CPU per event ({:.2} us of it in the kernel); simulator {:.2} cores; bench {:.2} cores; streams ended {}",
+                "  {:.0} events/s; gateway {:.2} cores = {:.2} us CPU per event ({:.2} us of it in the kernel); simulator {:.2} cores ({:.2} us per message in the kernel); bench {:.2} cores; machine {:.2} cores busy; streams ended {}",
                 t.events_per_s,
                 t.gateway_cores,
                 t.gateway_cpu_us_per_event,
                 t.gateway_kernel_us_per_event,
                 t.sim_cores,
+                t.sim_kernel_us_per_message,
                 t.bench_cores,
+                t.machine_busy_cores,
                 t.streams_ended
             );
+            let _ = writeln!(o, "  limit: {}", t.limit);
         }
         for i in self.instructions.iter().chain(&self.instructions_tls) {
             let _ = writeln!(
@@ -828,5 +894,28 @@ impl Report {
             );
         }
         o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_throughput_limit_names_the_saturated_process() {
+        let usage = |sim_cores, machine_cores| Usage {
+            sim_cores,
+            sim_kernel: 0.0,
+            bench_cores: 0.2,
+            machine_cores,
+        };
+        let limit = |behind, gateway, u| throughput_limit(behind, gateway, u, 1, 2);
+        assert!(limit(0, 0.95, usage(0.5, 1.9)).starts_with("none"));
+        assert!(limit(10, 0.95, usage(0.5, 1.9)).starts_with("the gateway"));
+        assert!(limit(10, 0.6, usage(0.92, 1.9)).starts_with("the simulator"));
+        assert!(limit(10, 0.6, usage(0.7, 1.85)).starts_with("the machine"));
+        assert!(limit(10, 0.6, usage(0.7, 1.2)).starts_with("unclear"));
+        // With threads left to the runtime, only the machine can be named.
+        assert!(throughput_limit(10, 1.4, usage(0.3, 1.9), 0, 2).starts_with("the machine"));
     }
 }
