@@ -31,9 +31,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_runtime_of_each_size_runs_spawned_tasks() {
-        for asked in [0, 1, 2] {
+    fn a_runtime_has_the_threads_asked_for_and_runs_tasks() {
+        let default = std::env::var("TOKIO_WORKER_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+        for (asked, workers) in [(0, default), (1, 1), (3, 3)] {
             let rt = build(asked).unwrap();
+            assert_eq!(rt.metrics().num_workers(), workers, "{asked}");
             let got = rt.block_on(async {
                 let tasks: Vec<_> = (0..8u32)
                     .map(|i| tokio::spawn(async move { i * 2 }))
