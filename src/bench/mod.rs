@@ -771,6 +771,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
             sim_kernel,
             bench_cores,
             machine_cores,
+            cores: report.machine.cores,
         },
         cap_rec.ended.load(Ordering::Relaxed) - ended_before,
     ));

@@ -226,18 +226,15 @@ pub struct Usage {
     pub sim_kernel: f64,
     pub bench_cores: f64,
     pub machine_cores: f64,
+    /// The machine's cores.
+    pub cores: usize,
 }
 
 /// What bounded a throughput load: a process at the cores its `threads` worker threads can
-/// use (within a tenth), else the machine with nine tenths of its `cores` busy. Nothing
+/// use (within a tenth), else the machine with nine tenths of its cores busy. Nothing
 /// bounded it when the simulator kept the asked rate.
-pub fn throughput_limit(
-    behind: u64,
-    gateway_cores: f64,
-    usage: Usage,
-    threads: usize,
-    cores: usize,
-) -> String {
+pub fn throughput_limit(behind: u64, gateway_cores: f64, usage: Usage, threads: usize) -> String {
+    let cores = usage.cores;
     if behind == 0 {
         return "none: the simulator pushed at the asked rate (ask more with --throughput-rate)"
             .into();
@@ -280,7 +277,6 @@ impl ThroughputReport {
         let secs = load["elapsed_ms"].as_f64().unwrap_or(0.0) / 1e3;
         let pushed = load["pushed"].as_u64().unwrap_or(0);
         let behind = load["behind"].as_u64().unwrap_or(0);
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         ThroughputReport {
             chats,
             asked_rate: cfg.throughput_rate,
@@ -297,7 +293,7 @@ impl ThroughputReport {
             sim_kernel_us_per_message: ratio(usage.sim_kernel * 1e6, pushed as f64),
             bench_cores: usage.bench_cores,
             machine_busy_cores: usage.machine_cores,
-            limit: throughput_limit(behind, gateway_cores, usage, cfg.worker_threads, cores),
+            limit: throughput_limit(behind, gateway_cores, usage, cfg.worker_threads),
             streams_ended,
         }
     }
@@ -908,14 +904,15 @@ mod tests {
             sim_kernel: 0.0,
             bench_cores: 0.2,
             machine_cores,
+            cores: 2,
         };
-        let limit = |behind, gateway, u| throughput_limit(behind, gateway, u, 1, 2);
+        let limit = |behind, gateway, u| throughput_limit(behind, gateway, u, 1);
         assert!(limit(0, 0.95, usage(0.5, 1.9)).starts_with("none"));
         assert!(limit(10, 0.95, usage(0.5, 1.9)).starts_with("the gateway"));
         assert!(limit(10, 0.6, usage(0.92, 1.9)).starts_with("the simulator"));
         assert!(limit(10, 0.6, usage(0.7, 1.85)).starts_with("the machine"));
         assert!(limit(10, 0.6, usage(0.7, 1.2)).starts_with("unclear"));
         // With threads left to the runtime, only the machine can be named.
-        assert!(throughput_limit(10, 1.4, usage(0.3, 1.9), 0, 2).starts_with("the machine"));
+        assert!(throughput_limit(10, 1.4, usage(0.3, 1.9), 0).starts_with("the machine"));
     }
 }
