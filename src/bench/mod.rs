@@ -10,6 +10,7 @@
 pub mod attachments;
 pub mod clients;
 pub mod cluster;
+pub mod floor;
 pub mod instructions;
 pub mod procs;
 pub mod report;
@@ -54,6 +55,8 @@ type Result<T> = std::result::Result<T, BenchError>;
 pub struct BenchConfig {
     pub sim_bin: PathBuf,
     pub gateway_bin: PathBuf,
+    /// This bench's own binary: the idle floor runs it in two hidden roles.
+    pub bench_bin: PathBuf,
     /// Where the simulator writes its CA certificate in the TLS round.
     pub work_dir: PathBuf,
     /// Capacity: concurrent chats held idle, each with its socket and one Subscribe stream.
@@ -95,6 +98,10 @@ pub struct BenchConfig {
     pub attachments_only: bool,
     /// Run the instruction-count round only (the gateway under valgrind's callgrind).
     pub instructions_only: bool,
+    /// Measure the idle floor ([`floor`]) before the rounds.
+    pub floor: bool,
+    /// The floor's heartbeat interval: the gateway's default.
+    pub floor_heartbeat: Duration,
 }
 
 impl BenchConfig {
@@ -104,6 +111,7 @@ impl BenchConfig {
         BenchConfig {
             sim_bin: dir.join("connect-sim"),
             gateway_bin: dir.join("connect-chat-gateway"),
+            bench_bin: dir.join("connect-chat-bench"),
             work_dir: std::env::temp_dir()
                 .join(format!("connect-chat-bench-{}", std::process::id())),
             chats: 10_000,
@@ -125,6 +133,8 @@ impl BenchConfig {
             attachment_mb: 20,
             attachments_only: false,
             instructions_only: false,
+            floor: true,
+            floor_heartbeat: Duration::from_secs(10),
         }
     }
 }
@@ -632,6 +642,18 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
         report.machine.load_average_after = procs::load_average();
         report.check_targets();
         return Ok(report);
+    }
+
+    if cfg.floor {
+        eprintln!(
+            "bench: idle floor: {} bare sockets, a heartbeat's bytes and their echo every {:?}",
+            floor::sockets(cfg),
+            cfg.floor_heartbeat
+        );
+        match floor::run(cfg).await {
+            Ok(f) => report.floor = Some(f),
+            Err(e) => eprintln!("bench: the idle floor failed: {e}"),
+        }
     }
 
     // Round 1: plain sockets. Setup and latency side by side, then capacity and throughput.

@@ -427,6 +427,8 @@ pub struct Report {
     pub setup: Option<SetupReport>,
     pub latency: Option<LatencyReport>,
     pub capacity: Vec<CapacityReport>,
+    /// What the machine alone charges for the heartbeats of idle chats.
+    pub floor: Option<super::floor::FloorReport>,
     pub throughput: Option<ThroughputReport>,
     pub cluster: Option<ClusterReport>,
     pub attachment: Option<AttachmentReport>,
@@ -502,6 +504,7 @@ impl Report {
             setup: None,
             latency: None,
             capacity: Vec::new(),
+            floor: None,
             throughput: None,
             cluster: None,
             attachment: None,
@@ -538,11 +541,18 @@ impl Report {
                 name: format!("capacity ({}): idle CPU of every process", c.upstream),
                 target: "<= 0.15 cores per 100000 chats".into(),
                 measured: format!(
-                    "{:.3} cores per 100000 chats (gateways {:.3}, simulators {:.3}, for {} chats)",
+                    "{:.3} cores per 100000 chats (gateways {:.3}, simulators {:.3}, for {} chats){}",
                     (c.gateway_idle_cores + c.sim_idle_cores) * 100_000.0 / c.chats.max(1) as f64,
                     c.gateway_idle_cores,
                     c.sim_idle_cores,
-                    c.chats
+                    c.chats,
+                    self.floor
+                        .as_ref()
+                        .map(|f| format!(
+                            "; the machine's floor for the heartbeats alone {:.3}",
+                            f.cores_per_100k
+                        ))
+                        .unwrap_or_default()
                 ),
                 met: (c.gateway_idle_cores + c.sim_idle_cores) * 100_000.0 / c.chats.max(1) as f64
                     <= 0.15,
@@ -764,6 +774,22 @@ impl Report {
                     );
                 }
             }
+        }
+        if let Some(f) = &self.floor {
+            let _ = writeln!(
+                o,
+                "\nidle floor: {} bare loopback sockets, {} bytes and a {}-byte echo each every {:.0} s, {} answered over {:.0} s: sender {:.3} cores, echo {:.3} cores ({:.0} % in the kernel) = {:.3} cores per 100000 chats",
+                f.sockets,
+                f.heartbeat_bytes,
+                f.echo_bytes,
+                f.heartbeat_interval_secs,
+                f.round_trips,
+                f.secs,
+                f.sender_cores,
+                f.echo_cores,
+                f.kernel_share * 100.0,
+                f.cores_per_100k
+            );
         }
         if let Some(t) = &self.throughput {
             let _ = writeln!(

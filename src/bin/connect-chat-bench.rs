@@ -89,11 +89,52 @@ struct Args {
     /// Write the JSON summary to this file as well.
     #[arg(long)]
     json_out: Option<PathBuf>,
+    /// Skip the idle floor: bare loopback sockets exchanging a heartbeat's bytes and their
+    /// echo, measured before the rounds (the machine's cost of keeping idle chats alive).
+    #[arg(long)]
+    no_floor: bool,
+    /// The idle floor's echo role (run by the bench itself).
+    #[arg(long, hide = true)]
+    floor_echo: bool,
+    /// The idle floor's sender role, connecting to this echo (run by the bench itself).
+    #[arg(long, hide = true)]
+    floor_send: Option<std::net::SocketAddr>,
+    #[arg(long, hide = true, default_value_t = 1)]
+    floor_sockets: usize,
+    #[arg(long, hide = true, default_value_t = 10_000)]
+    floor_interval_ms: u64,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
+    let threads = usize::from(args.worker_threads);
+    let role = if args.floor_echo {
+        Some(bench::floor::serve_echo(threads))
+    } else {
+        args.floor_send.map(|addr| {
+            let interval = std::time::Duration::from_millis(args.floor_interval_ms.max(1));
+            bench::floor::send_heartbeats(addr, args.floor_sockets, interval, threads)
+        })
+    };
+    if let Some(result) = role {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("connect-chat-bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(bench_main(args)),
+        Err(e) => {
+            eprintln!("connect-chat-bench: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench_main(args: Args) -> ExitCode {
     let mut cfg = BenchConfig::new();
     cfg.chats = args.chats;
     cfg.chats_per_process = args.chats_per_process as usize;
@@ -113,6 +154,7 @@ async fn main() -> ExitCode {
     cfg.attachment_mb = args.attachment_mb as usize;
     cfg.attachments_only = args.attachments_only && args.attachment_mb > 0;
     cfg.instructions_only = args.instructions;
+    cfg.floor = !args.no_floor;
     if let Some(p) = args.sim_bin {
         cfg.sim_bin = p;
     }

@@ -10,6 +10,8 @@ async fn the_bench_runs_every_phase_at_a_tiny_size() {
     let mut cfg = BenchConfig::new();
     cfg.sim_bin = PathBuf::from(env!("CARGO_BIN_EXE_connect-sim"));
     cfg.gateway_bin = PathBuf::from(env!("CARGO_BIN_EXE_connect-chat-gateway"));
+    cfg.bench_bin = PathBuf::from(env!("CARGO_BIN_EXE_connect-chat-bench"));
+    cfg.floor_heartbeat = std::time::Duration::from_millis(100);
     cfg.work_dir = std::env::temp_dir().join(format!("ccg-bench-smoke-{}", std::process::id()));
     cfg.chats = 20;
     // Spread over three gateway processes, as a run of 100,000 chats is.
@@ -25,6 +27,11 @@ async fn the_bench_runs_every_phase_at_a_tiny_size() {
     cfg.settle_secs = 0.1;
     cfg.streams_per_connection = 8;
     let report = bench::run(&cfg).await.expect("the bench runs");
+    // The idle floor held one gateway process's worth of bare sockets, and their heartbeats
+    // were answered over the window (0.2 s at one every 0.1 s: each socket once at least).
+    let floor = report.floor.as_ref().expect("idle floor figures");
+    assert_eq!(floor.sockets, 8, "{floor:?}");
+    assert!(floor.round_trips >= 8, "{floor:?}");
     let setup = report.setup.as_ref().expect("setup figures");
     assert_eq!(setup.gateway_failed + setup.direct_failed, 0);
     assert_eq!(setup.gateway_ready.count, 8);
