@@ -49,9 +49,9 @@ pub struct FloorReport {
     pub cores_per_100k: f64,
 }
 
-/// Sockets the floor holds for a run: as many as one gateway process holds.
+/// Sockets the floor holds for a run: as many as the first gateway process holds chats.
 pub fn sockets(cfg: &BenchConfig) -> usize {
-    cfg.chats.min(cfg.chats_per_process).clamp(1, MAX_SOCKETS)
+    cfg.share(0).clamp(1, MAX_SOCKETS)
 }
 
 /// Runs the floor: starts the echo and the sender, waits a heartbeat interval so every socket

@@ -146,7 +146,7 @@ impl BenchConfig {
     }
 
     /// Capacity chats of process `index` (the first ones take the remainder).
-    fn share(&self, index: usize) -> usize {
+    pub(crate) fn share(&self, index: usize) -> usize {
         let p = self.processes();
         self.chats / p + usize::from(index < self.chats % p)
     }
