@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod floor;
 pub mod instructions;
 pub mod procs;
+pub mod quota;
 pub mod report;
 pub mod stats;
 
@@ -28,7 +29,8 @@ use tokio::task::JoinSet;
 use clients::{Direct, GatewayPool, Recorder};
 use procs::{CpuMark, MachineMark, Proc};
 use report::{
-    CapacityReport, LatencyReport, ProcessCapacity, Report, SetupReport, ThroughputReport, Usage,
+    CapacityReport, CeilingReport, LatencyReport, ProcessCapacity, Report, SetupReport,
+    ThroughputReport, Usage,
 };
 
 /// A failure that stops the bench.
@@ -102,6 +104,9 @@ pub struct BenchConfig {
     pub floor: bool,
     /// The floor's heartbeat interval: the gateway's default.
     pub floor_heartbeat: Duration,
+    /// The gateway's ceiling: the throughput load again with the gateway held to this many
+    /// cores ([`quota`]), so that it and not the load side saturates (0: skipped).
+    pub gateway_quota: f64,
 }
 
 impl BenchConfig {
@@ -135,6 +140,7 @@ impl BenchConfig {
             instructions_only: false,
             floor: true,
             floor_heartbeat: Duration::from_secs(10),
+            gateway_quota: 0.5,
         }
     }
 }
@@ -596,6 +602,59 @@ async fn capacity(
     (report, first_ids)
 }
 
+/// Loads the first process's capacity chats through its simulator at the asked rate and
+/// measures what was delivered and what each process spent.
+async fn throughput(
+    cfg: &BenchConfig,
+    round: &Round,
+    cap_ids: &[String],
+    cap_rec: &Recorder,
+    cores: usize,
+) -> Result<ThroughputReport> {
+    let before = cap_rec.messages.load(Ordering::Relaxed);
+    let ended_before = cap_rec.ended.load(Ordering::Relaxed);
+    let gw_mark = CpuMark::now(round.gateway.pid);
+    let sim_mark = CpuMark::now(round.sim.pid);
+    let bench_mark = CpuMark::now(std::process::id());
+    let machine_mark = MachineMark::now();
+    let load = clients::sim_load(
+        round.sim_addr,
+        cfg.throughput_rate,
+        cfg.throughput_secs,
+        cap_ids,
+        false,
+    )
+    .await?;
+    let delivered_in_window = cap_rec.messages.load(Ordering::Relaxed) - before;
+    let (gw_cpu, gw_cores) = gw_mark.since(round.gateway.pid);
+    let gw_kernel = gw_mark.kernel_since(round.gateway.pid);
+    let (_, sim_cores) = sim_mark.since(round.sim.pid);
+    let sim_kernel = sim_mark.kernel_since(round.sim.pid);
+    let (_, bench_cores) = bench_mark.since(std::process::id());
+    let machine_cores = machine_mark.busy_cores_since(cores);
+    // What was still in flight when the load stopped, for the delivery check.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let delivered_total = cap_rec.messages.load(Ordering::Relaxed) - before;
+    Ok(ThroughputReport::new(
+        cfg,
+        cap_ids.len(),
+        &load,
+        delivered_in_window,
+        delivered_total,
+        gw_cpu,
+        gw_kernel,
+        gw_cores,
+        Usage {
+            sim_cores,
+            sim_kernel,
+            bench_cores,
+            machine_cores,
+            cores,
+        },
+        cap_rec.ended.load(Ordering::Relaxed) - ended_before,
+    ))
+}
+
 /// Run the whole bench.
 pub async fn run(cfg: &BenchConfig) -> Result<Report> {
     let nofile = procs::raise_nofile();
@@ -755,48 +814,22 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
         cap_ids.len(),
         cfg.throughput_secs
     );
-    let before = cap_rec.messages.load(Ordering::Relaxed);
-    let ended_before = cap_rec.ended.load(Ordering::Relaxed);
-    let gw_mark = CpuMark::now(round.gateway.pid);
-    let sim_mark = CpuMark::now(round.sim.pid);
-    let bench_mark = CpuMark::now(std::process::id());
-    let machine_mark = MachineMark::now();
-    let load = clients::sim_load(
-        round.sim_addr,
-        cfg.throughput_rate,
-        cfg.throughput_secs,
-        &cap_ids,
-        false,
-    )
-    .await?;
-    let delivered_in_window = cap_rec.messages.load(Ordering::Relaxed) - before;
-    let (gw_cpu, gw_cores) = gw_mark.since(round.gateway.pid);
-    let gw_kernel = gw_mark.kernel_since(round.gateway.pid);
-    let (_, sim_cores) = sim_mark.since(round.sim.pid);
-    let sim_kernel = sim_mark.kernel_since(round.sim.pid);
-    let (_, bench_cores) = bench_mark.since(std::process::id());
-    let machine_cores = machine_mark.busy_cores_since(report.machine.cores);
-    // What was still in flight when the load stopped, for the delivery check.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let delivered_total = cap_rec.messages.load(Ordering::Relaxed) - before;
-    report.throughput = Some(ThroughputReport::new(
-        cfg,
-        cap_ids.len(),
-        &load,
-        delivered_in_window,
-        delivered_total,
-        gw_cpu,
-        gw_kernel,
-        gw_cores,
-        Usage {
-            sim_cores,
-            sim_kernel,
-            bench_cores,
-            machine_cores,
-            cores: report.machine.cores,
-        },
-        cap_rec.ended.load(Ordering::Relaxed) - ended_before,
-    ));
+    report.throughput =
+        Some(throughput(cfg, round, &cap_ids, &cap_rec, report.machine.cores).await?);
+    if cfg.gateway_quota > 0.0 {
+        eprintln!(
+            "bench: the gateway's ceiling: the same load with the gateway held to {} cores",
+            cfg.gateway_quota
+        );
+        match quota::CpuQuota::apply(round.gateway.pid, cfg.gateway_quota) {
+            Ok(held) => {
+                let run = throughput(cfg, round, &cap_ids, &cap_rec, report.machine.cores).await;
+                drop(held);
+                report.ceiling = Some(CeilingReport::new(cfg.gateway_quota, run?));
+            }
+            Err(e) => eprintln!("bench: the gateway's ceiling skipped: {e}"),
+        }
+    }
     drop(gw_tasks);
     drop(cap_tasks);
     stop_all(rounds).await;

@@ -89,6 +89,12 @@ struct Args {
     /// Write the JSON summary to this file as well.
     #[arg(long)]
     json_out: Option<PathBuf>,
+    /// The gateway's ceiling: after the throughput phase, the same load again with the
+    /// gateway held to this many cores by a cgroup's CPU quota, so that the gateway and not
+    /// the load side saturates (needs a cgroup cpu controller the bench may write: root, or a
+    /// delegated subtree; skipped with a message otherwise). 0 skips it.
+    #[arg(long, default_value_t = 0.5)]
+    gateway_quota: f64,
     /// Skip the idle floor: bare loopback sockets exchanging a heartbeat's bytes and their
     /// echo, measured before the rounds (the machine's cost of keeping idle chats alive).
     #[arg(long)]
@@ -155,6 +161,7 @@ async fn bench_main(args: Args) -> ExitCode {
     cfg.attachments_only = args.attachments_only && args.attachment_mb > 0;
     cfg.instructions_only = args.instructions;
     cfg.floor = !args.no_floor;
+    cfg.gateway_quota = args.gateway_quota.max(0.0);
     if let Some(p) = args.sim_bin {
         cfg.sim_bin = p;
     }

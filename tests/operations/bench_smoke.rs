@@ -59,6 +59,12 @@ async fn the_bench_runs_every_phase_at_a_tiny_size() {
         }
     }
     assert_eq!(report.capacity[1].upstream, "wss");
+    // The gateway's ceiling runs where the bench may create a cgroup with a CPU quota (these
+    // machines: root, cgroup v1); wherever it ran, the held gateway delivered.
+    if let Some(c) = &report.ceiling {
+        assert!(c.run.delivered > 0, "{c:?}");
+        assert_eq!(c.quota_cores, 0.5, "{c:?}");
+    }
     let t = report.throughput.as_ref().expect("throughput figures");
     assert!(
         t.delivered_total > 0 && t.delivered_total <= t.pushed,
