@@ -834,7 +834,7 @@ impl Report {
         if let Some(f) = &self.floor {
             let _ = writeln!(
                 o,
-                "\nidle floor: {} bare loopback sockets, {} bytes and a {}-byte echo each every {:.0} s, {} answered over {:.0} s: sender {:.3} cores, echo {:.3} cores ({:.0} % in the kernel) = {:.3} cores per 100000 chats",
+                "\nidle floor: {} bare loopback sockets, {} bytes and a {}-byte echo each every {:.0} s, {} answered over {:.0} s: sender {:.3} cores, echo {:.3} cores ({:.0} % in the kernel) = {:.3} cores per 100000 chats (the sending side, the gateways' counterpart, {:.3})",
                 f.sockets,
                 f.heartbeat_bytes,
                 f.echo_bytes,
@@ -844,7 +844,8 @@ impl Report {
                 f.sender_cores,
                 f.echo_cores,
                 f.kernel_share * 100.0,
-                f.cores_per_100k
+                f.cores_per_100k,
+                f.sender_cores * 100_000.0 / f.sockets.max(1) as f64
             );
         }
         if let Some(t) = &self.throughput {
