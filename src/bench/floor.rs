@@ -87,8 +87,8 @@ pub async fn run(cfg: &BenchConfig) -> Result<FloorReport> {
             threads,
         ],
     )?;
-    // The sender reports its sockets connected, then the heartbeats answered so far, once a
-    // grid step.
+    // The sender reports its sockets connected, then the heartbeats answered so far, ten times
+    // an interval.
     let answered = Arc::new(AtomicU64::new(0));
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let counter = answered.clone();
@@ -169,7 +169,7 @@ pub fn serve_echo(threads: usize) -> std::io::Result<()> {
 
 /// The sender's role (`connect-chat-bench --floor-send ADDR --floor-sockets N`): connects `n`
 /// sockets, prints `ready N`, then keeps each one's heartbeats going and prints the heartbeats
-/// answered so far once a grid step, until killed.
+/// answered so far ten times an interval, until killed.
 pub fn send_heartbeats(
     addr: SocketAddr,
     n: usize,
@@ -177,8 +177,6 @@ pub fn send_heartbeats(
     threads: usize,
 ) -> std::io::Result<()> {
     procs::raise_nofile();
-    // The gateway's schedule: an interval later, on its grid.
-    let grid = (interval / 10).min(Duration::from_secs(1));
     crate::ops::runtime::build(threads)?.block_on(async move {
         let answered = Arc::new(AtomicU64::new(0));
         let streams: Vec<TcpStream> = futures::stream::iter(0..n)
@@ -204,17 +202,15 @@ pub fn send_heartbeats(
                         return;
                     }
                     answered.fetch_add(1, Ordering::Relaxed);
-                    let at = crate::session::grid::at_or_after(
-                        tokio::time::Instant::now() + interval,
-                        grid,
-                    );
+                    // The gateway's schedule, on its grid.
+                    let at = crate::session::next_heartbeat(tokio::time::Instant::now(), interval);
                     tokio::time::sleep_until(at).await;
                 }
             });
         }
         println!("ready {n}");
         loop {
-            tokio::time::sleep(grid).await;
+            tokio::time::sleep(interval / 10).await;
             println!("answered {}", answered.load(Ordering::Relaxed));
         }
     })

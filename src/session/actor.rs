@@ -787,7 +787,7 @@ const HEARTBEAT_GRID: Duration = Duration::from_secs(1);
 /// The heartbeat after one sent at `now`: an interval later, rounded up to the process's
 /// heartbeat grid ([`HEARTBEAT_GRID`], or a tenth of the interval when that is finer): never
 /// sooner than the interval, at most a tenth of it later.
-fn next_heartbeat(now: Instant, interval: Duration) -> Instant {
+pub(crate) fn next_heartbeat(now: Instant, interval: Duration) -> Instant {
     super::grid::at_or_after(now + interval, HEARTBEAT_GRID.min(interval / 10))
 }
 
