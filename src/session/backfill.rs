@@ -6,7 +6,7 @@ use crate::connect::item::Item;
 use crate::connect::{TranscriptPage, TranscriptQuery};
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 /// Items per GetTranscript page (Connect's largest).
 const PAGE_SIZE: i32 = 100;
@@ -97,6 +97,32 @@ impl Default for KeyDigest {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeenKey(u128);
 
+/// The hasher of [`Seen`]'s index: a digest is the output of a keyed hash already, so its low
+/// 64 bits are the table's hash as they are (SipHash over them again cost about 300
+/// instructions an event: a lookup, an insert and a removal).
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only digests are hashed (`write_u128`); any other input still hashes, by folding.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_u128(&mut self, digest: u128) {
+        // Truncation intended: the low half of a keyed digest.
+        self.0 = digest as u64;
+    }
+}
+
 /// Item keys already delivered, bounded: the oldest are forgotten first. Keys are kept as
 /// digests ([`KeyDigest`]): the process's, so that the keys a history holds are recorded as
 /// they are. A quiet chat's few keys are searched in order; past [`Seen::LINEAR`] keys a hash
@@ -105,7 +131,7 @@ pub struct Seen {
     /// Oldest first.
     order: VecDeque<u128>,
     /// The keys of `order`, once there are more than [`Seen::LINEAR`].
-    index: Option<HashSet<u128>>,
+    index: Option<HashSet<u128, BuildHasherDefault<DigestHasher>>>,
     cap: usize,
 }
 
