@@ -149,14 +149,70 @@ fn key_digest() -> &'static KeyDigest {
 /// A replay copies the entries out under the session's lock and decodes them after it. A
 /// shared buffer (`Bytes`) cost 16 B more per entry, and after the entry's first replay an
 /// allocation of its own for its count.
+///
+/// The event is kept without its cursor, which a replay builds again from its parts: a flags
+/// byte, then the cursor's key and durable id (each a varint length and its bytes) where they
+/// are not the event's item id, then the event encoded with an empty cursor. The cursor's
+/// text (base64, about 100 B for two ids) was about a third of an entry.
 type Recorded = Box<[u8]>;
 
-fn record(event: &pb::ChatEvent) -> Recorded {
+/// [`Recorded`]'s flags: the cursor's key is the event's item id.
+const KEY_IS_ITEM: u8 = 1;
+/// [`Recorded`]'s flags: the cursor's durable id is the event's item id.
+const DURABLE_IS_ITEM: u8 = 2;
+
+/// `event` (its cursor empty) as the history keeps it, with `cursor`.
+fn record(event: &pb::ChatEvent, cursor: &Cursor) -> Recorded {
     use prost::Message;
-    let mut bytes = Vec::with_capacity(event.encoded_len());
+    debug_assert!(event.cursor.is_empty(), "the cursor is kept in parts");
+    let parts = [
+        (KEY_IS_ITEM, cursor.key.as_str()),
+        (DURABLE_IS_ITEM, cursor.durable_id.as_str()),
+    ];
+    let mut flags = 0;
+    let mut len = 1 + event.encoded_len();
+    for (flag, part) in parts {
+        if part == event.item_id {
+            flags |= flag;
+        } else {
+            len += prost::length_delimiter_len(part.len()) + part.len();
+        }
+    }
+    let mut bytes = Vec::with_capacity(len);
+    bytes.push(flags);
+    for (flag, part) in parts {
+        if flags & flag == 0 {
+            prost::encoding::encode_varint(part.len() as u64, &mut bytes);
+            bytes.extend_from_slice(part.as_bytes());
+        }
+    }
     // Encoding into a buffer of the encoded length does not fail.
     let _ = event.encode(&mut bytes);
     bytes.into_boxed_slice()
+}
+
+/// A recorded event with its cursor; `None` for bytes [`record`] did not write.
+fn unrecord(bytes: &[u8]) -> Option<pb::ChatEvent> {
+    use prost::Message;
+    let (&flags, mut rest) = bytes.split_first()?;
+    let mut part = |flag: u8| -> Option<Option<String>> {
+        if flags & flag != 0 {
+            return Some(None);
+        }
+        let len = usize::try_from(prost::encoding::decode_varint(&mut rest).ok()?).ok()?;
+        let text = std::str::from_utf8(rest.get(..len)?).ok()?.to_owned();
+        rest = &rest[len..];
+        Some(Some(text))
+    };
+    let key = part(KEY_IS_ITEM)?;
+    let durable_id = part(DURABLE_IS_ITEM)?;
+    let mut event = pb::ChatEvent::decode(rest).ok()?;
+    let cursor = Cursor {
+        key: key.unwrap_or_else(|| event.item_id.clone()),
+        durable_id: durable_id.unwrap_or_else(|| event.item_id.clone()),
+    };
+    event.cursor = cursor.encode();
+    Some(event)
 }
 
 /// The history entries' events, still encoded.
@@ -167,10 +223,9 @@ fn recorded<'a>(entries: impl Iterator<Item = &'a (SeenKey, Recorded)>) -> Vec<R
 /// Recorded events, decoded. They were encoded here, so they decode; one that did not would be
 /// left out rather than sent as an empty event.
 fn replay(recorded: Vec<Recorded>) -> Vec<SharedEvent> {
-    use prost::Message;
     recorded
         .into_iter()
-        .filter_map(|bytes| pb::ChatEvent::decode(&bytes[..]).ok().map(Arc::new))
+        .filter_map(|bytes| unrecord(&bytes).map(Arc::new))
         .collect()
 }
 
@@ -477,14 +532,13 @@ impl Session {
             .as_mut()
             .map(|c| std::mem::take(&mut c.durable_id))
             .unwrap_or_default();
-        let (ev, cursor) = event_with_cursor(item, key, &mut durable);
-        self.record_item(&mut st, digest, cursor, Arc::new(ev));
+        let (ev, cursor) = item_event(item, key, &mut durable);
+        self.record_item(&mut st, digest, cursor, ev);
     }
 
     /// The log entry of an item (the caller has de-duplicated it).
     fn entry_for(&self, item: Item, key: String) -> Entry {
-        let (mut event, cursor) = event_with_cursor(item, key, &mut self.lock().durable());
-        event.cursor.clear();
+        let (event, cursor) = item_event(item, key, &mut self.lock().durable());
         Entry {
             key: cursor.key,
             durable: cursor.durable_id,
@@ -504,9 +558,12 @@ impl Session {
         }
     }
 
-    fn record_item(&self, st: &mut State, key: SeenKey, cursor: Cursor, ev: SharedEvent) {
+    /// Records an item's event (its cursor still empty) with `cursor`, and fans it out.
+    fn record_item(&self, st: &mut State, key: SeenKey, cursor: Cursor, mut ev: pb::ChatEvent) {
+        st.history.push_back((key, record(&ev, &cursor)));
+        ev.cursor = cursor.encode();
         st.last_cursor = Some(cursor);
-        st.history.push_back((key, record(&ev)));
+        let ev = Arc::new(ev);
         while st.history.len() > self.settings.history {
             st.history.pop_front();
         }
@@ -577,8 +634,8 @@ impl Session {
             key,
             durable_id: durable,
         };
-        event.cursor = cursor.encode();
-        self.record_item(st, digest, cursor, Arc::new(event));
+        event.cursor.clear();
+        self.record_item(st, digest, cursor, event);
     }
 
     /// Cluster mode: applies a published entry if it follows the last one applied. False
@@ -660,6 +717,14 @@ async fn finish(inner: &Inner, s: &Arc<Session>) {
 /// The typed event for an item, with its cursor; `durable` is the newest transcript item id
 /// before it and is advanced past this item when the item is itself a transcript item.
 pub fn event_with_cursor(item: Item, key: String, durable: &mut String) -> (pb::ChatEvent, Cursor) {
+    let (mut ev, cursor) = item_event(item, key, durable);
+    ev.cursor = cursor.encode();
+    (ev, cursor)
+}
+
+/// [`event_with_cursor`] with the event's cursor left empty (the history and the cluster log
+/// keep the cursor's parts, not its text).
+fn item_event(item: Item, key: String, durable: &mut String) -> (pb::ChatEvent, Cursor) {
     if !item.is_ephemeral() {
         if let Some(id) = &item.id {
             durable.clone_from(id);
@@ -669,9 +734,7 @@ pub fn event_with_cursor(item: Item, key: String, durable: &mut String) -> (pb::
         key,
         durable_id: durable.clone(),
     };
-    let mut ev = crate::connect::item::into_event(item);
-    ev.cursor = cursor.encode();
-    (ev, cursor)
+    (crate::connect::item::into_event(item), cursor)
 }
 
 /// What is told of a chat's end: its contact id and the principal that started it.
@@ -922,15 +985,10 @@ impl Sessions {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_history_replays_an_event_as_it_was_published() {
-        let event = pb::ChatEvent {
-            cursor: Cursor {
-                key: "item-1".into(),
-                durable_id: "item-1".into(),
-            }
-            .encode(),
-            item_id: "item-1".into(),
+    fn message(item_id: &str) -> pb::ChatEvent {
+        pb::ChatEvent {
+            cursor: String::new(),
+            item_id: item_id.into(),
             time: Some(prost_types::Timestamp {
                 seconds: 1_700_000_000,
                 nanos: 123_000_000,
@@ -946,10 +1004,77 @@ mod tests {
                 chunk_number: 2,
                 completed: true,
             })),
-        };
-        let history = [(KeyDigest::new().of("item-1"), record(&event))];
+        }
+    }
+
+    /// Records `event` with `cursor` and replays it: the event as published, cursor and all.
+    fn round_trip(event: &pb::ChatEvent, cursor: Cursor) -> Recorded {
+        let bytes = record(event, &cursor);
+        let history = [(KeyDigest::new().of(&cursor.key), bytes.clone())];
         let replayed = replay(recorded(history.iter()));
+        let mut published = event.clone();
+        published.cursor = cursor.encode();
         assert_eq!(replayed.len(), 1);
-        assert_eq!(*replayed[0], event);
+        assert_eq!(*replayed[0], published);
+        bytes
+    }
+
+    #[test]
+    fn the_history_replays_an_event_as_it_was_published() {
+        let event = message("item-1");
+        // A transcript message: both parts of its cursor are its id, kept as two flags.
+        let plain = round_trip(
+            &event,
+            Cursor {
+                key: "item-1".into(),
+                durable_id: "item-1".into(),
+            },
+        );
+        // A chunk of a streamed reply, and an ephemeral event after another item: the parts
+        // that are not the item id are kept as they are.
+        let chunk = round_trip(
+            &event,
+            Cursor {
+                key: "item-1#2".into(),
+                durable_id: "item-1".into(),
+            },
+        );
+        round_trip(
+            &message("typing-1"),
+            Cursor {
+                key: "typing-1".into(),
+                durable_id: "item-0".into(),
+            },
+        );
+        round_trip(&message("item-1"), Cursor::default());
+        assert_eq!(chunk.len(), plain.len() + 1 + "item-1#2".len());
+        let cursor_text = Cursor {
+            key: "item-1".into(),
+            durable_id: "item-1".into(),
+        }
+        .encode();
+        let mut with_cursor = event.clone();
+        with_cursor.cursor = cursor_text;
+        use prost::Message;
+        assert!(
+            plain.len() < with_cursor.encoded_len(),
+            "the cursor's text is not kept"
+        );
+    }
+
+    #[test]
+    fn bytes_the_history_did_not_write_replay_as_nothing() {
+        let event = message("item-1");
+        let whole = record(
+            &event,
+            &Cursor {
+                key: "item-1#2".into(),
+                durable_id: "x".into(),
+            },
+        );
+        for bad in [&[][..], &whole[..3], &[0, 200][..], &[0, 1, 0xff][..]] {
+            assert!(unrecord(bad).is_none(), "{bad:?}");
+        }
+        assert!(unrecord(&whole).is_some());
     }
 }
